@@ -1,0 +1,23 @@
+"""statefulrnn: recurrent models that remember more than one training window.
+
+Sequences become stateful schedules (lanes, chunks, resets, weights) or stateless windows;
+models carry state across chunks through PyTorch's fused kernels; prediction is stateful
+(one O(T) pass) or windowed; streams serve many sequences step by step.
+"""
+
+from statefulrnn.data import Chunk, Schedule, Sequences, stateful_schedule, stateless_schedule
+from statefulrnn.model import RecurrentModel, State, StatefulRNN, load_model
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Chunk",
+    "RecurrentModel",
+    "Schedule",
+    "Sequences",
+    "State",
+    "StatefulRNN",
+    "load_model",
+    "stateful_schedule",
+    "stateless_schedule",
+]

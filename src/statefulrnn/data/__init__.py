@@ -1,0 +1,6 @@
+"""Sequences and the schedules cut from them; no models here."""
+
+from statefulrnn.data.schedule import Chunk, Schedule, stateful_schedule, stateless_schedule
+from statefulrnn.data.sequences import Item, Sequences
+
+__all__ = ["Chunk", "Item", "Schedule", "Sequences", "stateful_schedule", "stateless_schedule"]

@@ -1,0 +1,156 @@
+"""What every statefulrnn model is: state in, state out, any batch size; saved as data.
+
+Knows tensors and state, not schedules or training. A model never stores its state, so the
+same model serves training lanes, prediction batches and streams of any size. Checkpoints
+are folders: weights in safetensors (no pickle), architecture in JSON.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from statefulrnn import records
+from statefulrnn.model.state import State
+
+WEIGHTS = "weights.safetensors"
+MODEL_JSON = "model.json"
+EXTRA_JSON = "extra.json"
+FORMAT_VERSION = 1
+
+_KINDS: dict[str, type[RecurrentModel]] = {}
+
+
+def register(cls: type[RecurrentModel]) -> type[RecurrentModel]:
+    """Make a model class loadable from checkpoints by its `kind`."""
+    _KINDS[cls.kind] = cls
+    return cls
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+class RecurrentModel(nn.Module):
+    """Base of all models: `y, state = model(x, state=None, reset=None)` with x [B, T, F]."""
+
+    kind: ClassVar[str] = "abstract"
+    input_size: int
+    output_size: int
+
+    # ------------------------------------------------------------- to implement
+    def config(self) -> dict[str, Any]:
+        """Constructor arguments that rebuild this architecture (JSON-able)."""
+        raise NotImplementedError
+
+    def state_spec(self) -> tuple[list[tuple[int, int]], tuple[str, ...]]:
+        """`([(layers, hidden), ...], names)` of the state tensors."""
+        raise NotImplementedError
+
+    def forward(self, x: Tensor, state: State | None = None, reset: Tensor | None = None):
+        raise NotImplementedError
+
+    # ------------------------------------------------------------- shared
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.parameters()).dtype
+
+    def zero_state(self, batch_size: int) -> State:
+        shapes, names = self.state_spec()
+        return State.zeros(shapes, names, batch_size, device=self.device, dtype=self.dtype)
+
+    def start_state(self, state: State | None, reset: Tensor | None, batch_size: int) -> State:
+        """The state a chunk starts from: zeros if none, with `reset` lanes zeroed."""
+        if state is None:
+            return self.zero_state(batch_size)
+        if state.batch_size != batch_size:
+            raise ValueError(
+                f"state holds {state.batch_size} lanes but x has batch size {batch_size}; "
+                "select the matching lanes with state.select(...)."
+            )
+        if reset is not None:
+            state = state.reset(reset)  # new sequences start in these lanes
+        return state
+
+    def check_input(self, x: Tensor) -> None:
+        if x.dim() != 3 or x.shape[-1] != self.input_size:
+            raise ValueError(
+                f"expected x of shape [B, T, {self.input_size}] (batch, steps, features); "
+                f"received {tuple(x.shape)}."
+            )
+
+    # ------------------------------------------------------------- identity and files
+    def identity(self) -> str:
+        """A hash of the architecture and every weight: two models with equal identity compute the same."""
+        h = hashlib.sha256(
+            json.dumps({"kind": self.kind, "config": self.config()}, sort_keys=True).encode()
+        )
+        for name, t in sorted(self.state_dict().items()):
+            h.update(name.encode())
+            h.update(t.detach().cpu().contiguous().numpy().tobytes())
+        return h.hexdigest()
+
+    def save(self, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
+        """Write a checkpoint folder atomically: weights.safetensors, model.json, extra.json."""
+        tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        meta = {
+            "format": FORMAT_VERSION,
+            "kind": self.kind,
+            "config": self.config(),
+            "dtype": _dtype_name(self.dtype),
+            "identity": self.identity(),
+        }
+
+        def write(tmp: Path) -> None:
+            save_file(tensors, str(tmp / WEIGHTS))
+            records.atomic_write_json(tmp / MODEL_JSON, meta)
+            if extra is not None:
+                records.atomic_write_json(tmp / EXTRA_JSON, extra)
+
+        records.replace_dir(path, write)
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | Path, *, device=None) -> RecurrentModel:
+        """Rebuild a saved model (of whatever kind) with its weights; checks its identity."""
+        folder = records.resolve_dir(path)
+        meta_path = folder / MODEL_JSON
+        if not meta_path.exists():
+            raise FileNotFoundError(
+                f"{folder} is not a statefulrnn checkpoint: it has no {MODEL_JSON}."
+            )
+        meta = records.read_json(meta_path)
+        kind = meta.get("kind")
+        if kind not in _KINDS:
+            raise ValueError(f"{meta_path}: unknown model kind {kind!r}; known: {sorted(_KINDS)}.")
+        model_cls = _KINDS[kind]
+        dtype = getattr(torch, meta.get("dtype", "float32"))
+        model = model_cls(**meta["config"], dtype=dtype)
+        weights = load_file(str(folder / WEIGHTS))
+        model.load_state_dict(weights)
+        if meta.get("identity") and model.identity() != meta["identity"]:
+            raise ValueError(
+                f"{folder}: the weights do not match model.json (identity hash differs)."
+            )
+        return model.to(device) if device is not None else model
+
+
+def load_extra(path: str | Path) -> dict[str, Any]:
+    """The `extra` dict saved beside a checkpoint's weights ({} if none)."""
+    p = records.resolve_dir(path) / EXTRA_JSON
+    return records.read_json(p) if p.exists() else {}
+
+
+def load_model(path: str | Path, *, device=None) -> RecurrentModel:
+    """Load any saved statefulrnn model."""
+    return RecurrentModel.load(path, device=device)

@@ -1,0 +1,107 @@
+"""StatefulRNN: a stack of RNN/LSTM/GRU layers and a per-step linear head.
+
+Whole chunks go through PyTorch's fused kernels (`nn.RNN`, `nn.LSTM`, `nn.GRU`), one module
+per layer so every layer's per-step hidden states are at hand; no Python loop over steps.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from statefulrnn.model.base import RecurrentModel, register
+from statefulrnn.model.state import State
+
+CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
+
+
+@register
+class StatefulRNN(RecurrentModel):
+    """`y, state = model(x, state=None, reset=None)`: x [B, T, F] -> y [B, T, O], any B.
+
+    The state is returned, never kept: the caller carries it (that is what makes training or
+    prediction stateful). `reset [B]` bool zeroes those lanes' state before the chunk.
+    """
+
+    kind = "StatefulRNN"
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        output_size: int,
+        cell: str = "lstm",
+        num_layers: int = 1,
+        dropout: float = 0.0,
+        *,
+        device=None,
+        dtype: torch.dtype = torch.float32,
+    ):
+        super().__init__()
+        if cell not in CELLS:
+            raise ValueError(f"cell must be one of {sorted(CELLS)}; received {cell!r}.")
+        for name, v in (
+            ("input_size", input_size),
+            ("hidden_size", hidden_size),
+            ("output_size", output_size),
+            ("num_layers", num_layers),
+        ):
+            if not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be an integer >= 1; received {v!r}.")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1); received {dropout!r}.")
+        self.input_size, self.hidden_size, self.output_size = input_size, hidden_size, output_size
+        self.cell, self.num_layers, self.dropout = cell, num_layers, dropout
+        kw = {"device": device, "dtype": dtype}
+        self.layers = nn.ModuleList(
+            CELLS[cell](input_size if i == 0 else hidden_size, hidden_size, batch_first=True, **kw)
+            for i in range(num_layers)
+        )
+        self.drop = nn.Dropout(dropout)
+        self.head = nn.Linear(hidden_size, output_size, **kw)
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "input_size": self.input_size,
+            "hidden_size": self.hidden_size,
+            "output_size": self.output_size,
+            "cell": self.cell,
+            "num_layers": self.num_layers,
+            "dropout": self.dropout,
+        }
+
+    def state_spec(self):
+        names = ("h", "c") if self.cell == "lstm" else ("h",)
+        return [(self.num_layers, self.hidden_size)] * len(names), names
+
+    def forward(
+        self,
+        x: Tensor,
+        state: State | None = None,
+        reset: Tensor | None = None,
+        *,
+        return_hidden: bool = False,
+    ):
+        """x [B, T, F], reset [B] bool -> y [B, T, O], next state (and, if asked, each
+        layer's hidden output [B, T, H] at every step)."""
+        self.check_input(x)
+        state = self.start_state(state, reset, x.shape[0])
+        lstm = self.cell == "lstm"
+        out, hidden, next_parts = x, [], []
+        for i, layer in enumerate(self.layers):
+            if i > 0 and self.dropout > 0:
+                out = self.drop(out)
+            h0 = state.tensors[0][i : i + 1]
+            out, hn = layer(out, (h0, state.tensors[1][i : i + 1]) if lstm else h0)
+            next_parts.append(hn if lstm else (hn,))
+            if return_hidden:
+                hidden.append(out)
+        if self.num_layers == 1:
+            tensors = next_parts[0]
+        else:
+            tensors = tuple(torch.cat(ts, dim=0) for ts in zip(*next_parts))
+        y = self.head(out)
+        new_state = State(tuple(tensors), state.names)
+        return (y, new_state, hidden) if return_hidden else (y, new_state)
