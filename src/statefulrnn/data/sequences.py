@@ -110,10 +110,7 @@ class Sequences:
         if isinstance(key, (int, np.integer)):
             i = int(key)
             return Item(self.xs[i], self.ys[i], self.ws[i])
-        if isinstance(key, slice):
-            idx = range(len(self))[key]
-        else:
-            idx = [int(i) for i in key]
+        idx = range(len(self))[key] if isinstance(key, slice) else [int(i) for i in key]
         return self._subset(list(idx))
 
     def __repr__(self) -> str:

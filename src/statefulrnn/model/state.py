@@ -82,6 +82,9 @@ class State:
     ) -> State:
         """A zero state: one `[L, batch_size, H]` tensor per `(L, H)` in `shapes`."""
         return State(
-            tuple(torch.zeros(l, batch_size, h, device=device, dtype=dtype) for l, h in shapes),
+            tuple(
+                torch.zeros(layers, batch_size, h, device=device, dtype=dtype)
+                for layers, h in shapes
+            ),
             names,
         )
