@@ -7,10 +7,20 @@ models carry state across chunks through PyTorch's fused kernels; prediction is 
 
 from statefulrnn.data import Chunk, Schedule, Sequences, stateful_schedule, stateless_schedule
 from statefulrnn.model import RecurrentModel, State, StatefulRNN, load_model
+from statefulrnn.predict import evaluate, predict
+from statefulrnn.train import Callback, EarlyStopping, History, TrainConfig, TrainingDiverged, fit
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Callback",
+    "EarlyStopping",
+    "History",
+    "TrainConfig",
+    "TrainingDiverged",
+    "evaluate",
+    "fit",
+    "predict",
     "Chunk",
     "RecurrentModel",
     "Schedule",

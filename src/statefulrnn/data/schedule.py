@@ -267,7 +267,8 @@ def window_starts(length: int, window: int, stride: int) -> np.ndarray:
     if length <= window:
         return np.zeros(1, dtype=np.int64)
     starts = np.arange(0, length - window + 1, stride, dtype=np.int64)
-    if starts[-1] + window < length:
+    # (with stride > window the next start can lie past the end: that window would be empty)
+    if starts[-1] + window < length and starts[-1] + stride < length:
         starts = np.append(starts, starts[-1] + stride)
     return starts
 

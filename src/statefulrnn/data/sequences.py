@@ -29,8 +29,8 @@ def _as_list(name: str, arrays) -> list[np.ndarray]:
     if isinstance(arrays, np.ndarray):
         if arrays.ndim == 3:
             return list(arrays)
-        if arrays.ndim == 2 and name == "xs":
-            # [N, T] with one feature: the common "list of univariate series" case.
+        if arrays.ndim == 2:
+            # [N, T] with one feature (or one target per step): univariate series.
             return [a[:, None] for a in arrays]
         raise ValueError(
             f"{name} as one array must be [N, T, F] (or [N, T] for one feature); "
@@ -70,6 +70,12 @@ class Sequences:
         """
         x_list = [_as_2d(a, "x", i) for i, a in enumerate(_as_list("xs", xs))]
         n = len(x_list)
+        if isinstance(ys, (list, tuple, np.ndarray)) and len(ys) != n:
+            # Checked first: a flat list of 2N targets must not pass as N targets of width 2.
+            raise ValueError(
+                f"got {n} input sequences but {len(ys)} targets; "
+                "give one target array (or one per-sequence target) per sequence."
+            )
         many_to_one = _is_per_sequence_target(ys, x_list)
         if many_to_one:
             y_rows = np.asarray(ys, dtype=np.float64).reshape(n, -1)

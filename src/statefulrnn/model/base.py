@@ -82,6 +82,23 @@ class RecurrentModel(nn.Module):
             state = state.reset(reset)  # new sequences start in these lanes
         return state
 
+    def final_state(self, x: Tensor, lengths: Tensor) -> State:
+        """The state after running row i of x [B, L, F] for its first `lengths[i]` steps from
+        zero (0 steps: zero state). Used for burn-in; no gradient is needed or kept.
+
+        This generic version runs each distinct length as its own batch; models with packed
+        sequence support override it with one call.
+        """
+        batch = x.shape[0]
+        state = self.zero_state(batch)
+        for n in torch.unique(lengths).tolist():
+            if n == 0:
+                continue
+            rows = torch.nonzero(lengths == n).flatten()
+            _, part = self(x.index_select(0, rows)[:, :n])
+            state = state.put(rows, part)
+        return state
+
     def check_input(self, x: Tensor) -> None:
         if x.dim() != 3 or x.shape[-1] != self.input_size:
             raise ValueError(
@@ -102,6 +119,11 @@ class RecurrentModel(nn.Module):
 
     def save(self, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
         """Write a checkpoint folder atomically: weights.safetensors, model.json, extra.json."""
+        records.replace_dir(path, lambda tmp: self.write_files(tmp, extra))
+        return Path(path)
+
+    def write_files(self, folder: Path, extra: dict[str, Any] | None = None) -> None:
+        """Write this model's files into an existing (temporary) folder."""
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
         meta = {
             "format": FORMAT_VERSION,
@@ -110,15 +132,10 @@ class RecurrentModel(nn.Module):
             "dtype": _dtype_name(self.dtype),
             "identity": self.identity(),
         }
-
-        def write(tmp: Path) -> None:
-            save_file(tensors, str(tmp / WEIGHTS))
-            records.atomic_write_json(tmp / MODEL_JSON, meta)
-            if extra is not None:
-                records.atomic_write_json(tmp / EXTRA_JSON, extra)
-
-        records.replace_dir(path, write)
-        return Path(path)
+        save_file(tensors, str(folder / WEIGHTS))
+        records.atomic_write_json(folder / MODEL_JSON, meta)
+        if extra is not None:
+            records.atomic_write_json(folder / EXTRA_JSON, extra)
 
     @classmethod
     def load(cls, path: str | Path, *, device=None) -> RecurrentModel:

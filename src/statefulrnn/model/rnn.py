@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from statefulrnn.model.base import RecurrentModel, register
 from statefulrnn.model.state import State
@@ -61,6 +62,7 @@ class StatefulRNN(RecurrentModel):
         )
         self.drop = nn.Dropout(dropout)
         self.head = nn.Linear(hidden_size, output_size, **kw)
+        self._names = ("h", "c") if cell == "lstm" else ("h",)
 
     def config(self) -> dict[str, Any]:
         return {
@@ -87,14 +89,19 @@ class StatefulRNN(RecurrentModel):
         """x [B, T, F], reset [B] bool -> y [B, T, O], next state (and, if asked, each
         layer's hidden output [B, T, H] at every step)."""
         self.check_input(x)
-        state = self.start_state(state, reset, x.shape[0])
+        if state is not None:
+            state = self.start_state(state, reset, x.shape[0])
         lstm = self.cell == "lstm"
         out, hidden, next_parts = x, [], []
         for i, layer in enumerate(self.layers):
             if i > 0 and self.dropout > 0:
                 out = self.drop(out)
-            h0 = state.tensors[0][i : i + 1]
-            out, hn = layer(out, (h0, state.tensors[1][i : i + 1]) if lstm else h0)
+            if state is None:
+                hx = None  # the fused kernel starts from zeros itself
+            else:
+                h0 = state.tensors[0][i : i + 1]
+                hx = (h0, state.tensors[1][i : i + 1]) if lstm else h0
+            out, hn = layer(out, hx)
             next_parts.append(hn if lstm else (hn,))
             if return_hidden:
                 hidden.append(out)
@@ -103,5 +110,24 @@ class StatefulRNN(RecurrentModel):
         else:
             tensors = tuple(torch.cat(ts, dim=0) for ts in zip(*next_parts))
         y = self.head(out)
-        new_state = State(tuple(tensors), state.names)
+        new_state = State(tuple(tensors), self._names)
         return (y, new_state, hidden) if return_hidden else (y, new_state)
+
+    def final_state(self, x: Tensor, lengths: Tensor) -> State:
+        """State after `lengths[i]` steps of row i from zero, in one packed pass per layer."""
+        self.check_input(x)
+        empty = lengths == 0
+        clamped = lengths.clamp(min=1).cpu()
+        lstm = self.cell == "lstm"
+        out = pack_padded_sequence(x, clamped, batch_first=True, enforce_sorted=False)
+        parts = []
+        for i, layer in enumerate(self.layers):
+            if i > 0 and self.dropout > 0 and self.training:
+                padded, lens = pad_packed_sequence(out, batch_first=True)
+                out = pack_padded_sequence(
+                    self.drop(padded), lens, batch_first=True, enforce_sorted=False
+                )
+            out, hn = layer(out)
+            parts.append(hn if lstm else (hn,))
+        tensors = tuple(torch.cat(ts, dim=0) for ts in zip(*parts))
+        return State(tensors, self.state_spec()[1]).reset(empty.to(tensors[0].device))

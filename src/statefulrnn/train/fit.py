@@ -1,0 +1,435 @@
+"""fit: train a model on a stateful schedule (truncated BPTT) or on stateless windows.
+
+Joins data (schedules) and model (state in, state out). Stateful and stateless training
+differ only in the schedule and in where a chunk's state comes from:
+
+- stateful: from the previous chunk of the same lane, detached (gradients stop at the chunk
+  edge), zeroed in lanes that start a new sequence; with `backprop=k2 > window`, the gradient
+  of each chunk reaches k2 steps back (TBPTT(k1, k2), see `tbptt.py`);
+- stateless: zero, or the state reached by `burn_in` steps before the window, run without
+  gradient.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from statefulrnn import losses
+from statefulrnn.data.schedule import Schedule, pack, stateful_schedule, stateless_schedule
+from statefulrnn.data.sequences import Sequences
+from statefulrnn.model.base import RecurrentModel
+from statefulrnn.predict import score, stateful_outputs, windowed_outputs
+from statefulrnn.train import tbptt
+from statefulrnn.train.callbacks import Callback
+from statefulrnn.train.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
+from statefulrnn.train.history import History
+from statefulrnn.train.progress import Progress
+
+MODES = ("stateful", "stateless")
+OPTIMIZERS = {
+    "adam": torch.optim.Adam,
+    "rmsprop": torch.optim.RMSprop,
+    "sgd": torch.optim.SGD,
+    "adamw": torch.optim.AdamW,
+}
+OptimizerFactory = Callable[[Any], torch.optim.Optimizer]
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the message names the epoch and chunk."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that decides a training run; written into checkpoints and run folders."""
+
+    mode: str = "stateful"  # "stateless": every window starts from a zero (or burnt-in) state
+    window: int = 50  # steps per chunk; gradients stop at chunk edges (k1 of TBPTT)
+    batch_size: int = 32  # lanes (stateful) or windows (stateless) per optimizer step
+    epochs: int = 10  # passes over the training sequences
+    loss: str = "mse"  # "mse", "bce" (logits out), "ce" (one logit per class)
+    optimizer: str = "adam"  # "adam", "rmsprop", "sgd", "adamw", or a factory's name
+    lr: float = 1e-3  # learning rate
+    clip: float | None = None  # max global gradient norm; None: no clipping
+    seed: int = 0  # sequence/window order and dropout; same seed, same history
+    stride: int | None = None  # stateless: steps between window starts (default: window)
+    target: str = "all"  # stateless: "all" steps of a window scored, or the "last" only
+    backprop: int | None = (
+        None  # stateful: k2 >= window steps of gradient per chunk (TBPTT(k1, k2))
+    )
+    burn_in: int | str | None = (
+        None  # stateless: steps run before each window without gradient, or "all"
+    )
+    shuffle: bool = True  # shuffle sequence (stateful) or window (stateless) order per epoch
+    val_window: int | None = None  # windowed validation: window (default: window)
+    metrics: tuple[str, ...] = ()  # e.g. ("accuracy",) for bce / ce
+
+
+def _check_config(cfg: TrainConfig) -> None:
+    if cfg.mode not in MODES:
+        raise ValueError(f"unknown mode {cfg.mode!r}; choose one of {MODES}.")
+    losses.get_loss(cfg.loss)
+    for name in ("window", "batch_size"):
+        v = getattr(cfg, name)
+        if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
+            raise ValueError(f"{name} must be an integer >= 1; received {v!r}.")
+    if not isinstance(cfg.epochs, int) or cfg.epochs < 0:
+        raise ValueError(f"epochs must be an integer >= 0; received {cfg.epochs!r}.")
+    if not (isinstance(cfg.lr, (int, float)) and cfg.lr > 0):
+        raise ValueError(f"lr must be a positive number; received {cfg.lr!r}.")
+    if cfg.clip is not None and not cfg.clip > 0:
+        raise ValueError(f"clip must be a positive gradient norm or None; received {cfg.clip!r}.")
+    if cfg.backprop is not None:
+        if cfg.mode != "stateful":
+            raise ValueError(
+                "backprop (k2 of TBPTT) applies to mode='stateful'; stateless windows use burn_in."
+            )
+        if not isinstance(cfg.backprop, int) or cfg.backprop < cfg.window:
+            raise ValueError(
+                f"backprop must be an integer >= window ({cfg.window}); received {cfg.backprop!r}."
+            )
+    if cfg.burn_in is not None:
+        if cfg.mode != "stateless":
+            raise ValueError(
+                "burn_in applies to mode='stateless'; stateful training already carries state."
+            )
+        if cfg.burn_in != "all" and (not isinstance(cfg.burn_in, int) or cfg.burn_in < 0):
+            raise ValueError(f"burn_in must be an integer >= 0 or 'all'; received {cfg.burn_in!r}.")
+    for m in cfg.metrics:
+        if m not in losses.METRICS:
+            raise ValueError(f"unknown metric {m!r}; choose from {sorted(losses.METRICS)}.")
+        if m == "accuracy" and cfg.loss == "mse":
+            raise ValueError("metric 'accuracy' needs loss 'bce' or 'ce'.")
+
+
+def make_optimizer(
+    name_or_factory: str | OptimizerFactory, params, lr: float
+) -> torch.optim.Optimizer:
+    if callable(name_or_factory):
+        return name_or_factory(params)
+    if name_or_factory not in OPTIMIZERS:
+        raise ValueError(
+            f"unknown optimizer {name_or_factory!r}; choose one of {sorted(OPTIMIZERS)} "
+            "or pass a factory such as lambda p: torch.optim.Adam(p, lr=1e-3)."
+        )
+    return OPTIMIZERS[name_or_factory](params, lr=lr)
+
+
+def _check_data(model: RecurrentModel, seqs: Sequences, cfg: TrainConfig, what: str) -> None:
+    if not isinstance(seqs, Sequences):
+        raise TypeError(
+            f"{what} must be a statefulrnn.Sequences; received {type(seqs).__name__}. "
+            "Build one with Sequences.from_arrays(xs, ys)."
+        )
+    if seqs.num_features != model.input_size:
+        raise ValueError(
+            f"{what} has {seqs.num_features} features per step but the model expects "
+            f"{model.input_size} (its input_size)."
+        )
+    losses.check_targets(cfg.loss, seqs.ys, seqs.ws, model.output_size, what)
+
+
+# --------------------------------------------------------------------------- epochs
+def build_schedule(train: Sequences, cfg: TrainConfig, epoch: int, dtype: torch.dtype) -> Schedule:
+    """The epoch's schedule; its order depends only on (seed, epoch), so a resumed run matches."""
+    seed = [cfg.seed, epoch]
+    if cfg.mode == "stateful":
+        return stateful_schedule(
+            train,
+            window=cfg.window,
+            batch_size=cfg.batch_size,
+            seed=seed,
+            shuffle=cfg.shuffle,
+            dtype=dtype,
+        )
+    return stateless_schedule(
+        train,
+        window=cfg.window,
+        batch_size=cfg.batch_size,
+        stride=cfg.stride,
+        target=cfg.target,
+        seed=seed,
+        shuffle=cfg.shuffle,
+        dtype=dtype,
+    )
+
+
+def chunk_norms(schedule: Schedule) -> list[float]:
+    """Each chunk's weight sum: its loss is the weighted mean over the steps it scores."""
+    r = schedule.bounds
+    sums = torch.stack([schedule.w[r[k] : r[k + 1]].sum() for k in range(len(schedule))])
+    return sums.tolist()
+
+
+class _Step:
+    """One optimizer update from a chunk's weighted loss sum."""
+
+    def __init__(self, model, optimizer, loss_fn, clip):
+        self.model, self.optimizer, self.loss_fn, self.clip = model, optimizer, loss_fn, clip
+        self.params = [p for p in model.parameters() if p.requires_grad]
+
+    def __call__(self, loss: torch.Tensor) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.clip is not None:
+            torch.nn.utils.clip_grad_norm_(self.params, self.clip)
+        self.optimizer.step()
+
+
+def _burn_in_index(schedule: Schedule, offsets: np.ndarray, burn_in: int, pad: int):
+    """Per window row: packed indices of the burn-in steps before it, and how many there are."""
+    first = schedule.source[:, 0]
+    seq = np.searchsorted(offsets, first, side="right") - 1
+    n = np.minimum(first - offsets[seq], burn_in)
+    width = max(int(n.max()), 1)
+    pos = np.arange(width)[None, :]
+    idx = np.where(pos < n[:, None], first[:, None] - n[:, None] + pos, pad)
+    return torch.from_numpy(idx), torch.from_numpy(n)
+
+
+def run_epoch(
+    model,
+    schedule: Schedule,
+    cfg: TrainConfig,
+    step: _Step,
+    *,
+    epoch: int,
+    progress: Progress,
+    train: Sequences,
+    norms: Sequence[float] | None = None,
+) -> tuple[float, int]:
+    """Train on every chunk of one epoch; return (weighted mean loss, scored steps)."""
+    device = model.device
+    norms = chunk_norms(schedule) if norms is None else norms
+    loss_fn = step.loss_fn
+    total, weight, steps_done = 0.0, 0.0, 0
+    if cfg.mode == "stateful" and cfg.backprop is not None and cfg.backprop > cfg.window:
+        chunks = tbptt.chunks(model, schedule, cfg.backprop)
+    else:
+        chunks = _plain_chunks(model, schedule, cfg, train)
+    for k, (y_hat, y, w, finish) in enumerate(chunks):
+        norm = norms[k]
+        if norm == 0:  # nothing scored in this chunk: the state has moved on, no update
+            finish()
+            continue
+        s, _ = loss_fn(y_hat, y, w)
+        value = s.item()
+        if not math.isfinite(value):
+            raise TrainingDiverged(
+                f"the loss became {value} at epoch {epoch}, chunk {k} of {len(schedule)}; "
+                "lower lr, set clip=1.0, or check the inputs' scale."
+            )
+        step(s / norm)
+        finish()
+        total += value
+        weight += norm
+        steps_done += int(schedule.bounds[k + 1] - schedule.bounds[k]) * schedule.window
+        progress.update(k + 1, loss=total / max(weight, 1e-30), steps=steps_done)
+    del device
+    return total / max(weight, 1e-30), schedule.scored_steps
+
+
+def _plain_chunks(model, schedule: Schedule, cfg: TrainConfig, train: Sequences):
+    """Yield (y_hat, y, w, finish) per chunk; `finish()` moves the carried state on."""
+    device = model.device
+    stateful = cfg.mode == "stateful"
+    burn = 0
+    if not stateful and cfg.burn_in:
+        burn = int(train.lengths.max()) if cfg.burn_in == "all" else int(cfg.burn_in)
+    if burn:
+        packed = pack(train)
+        x_all = torch.from_numpy(np.concatenate([packed.x, np.zeros((1, packed.x.shape[1]))]))
+        x_all = x_all.to(device=device, dtype=schedule.x.dtype)
+        b_idx, b_n = _burn_in_index(schedule, packed.offsets, burn, packed.x.shape[0])
+    carried = [None]  # the state handed from one chunk to the next (stateful only)
+    for k in range(len(schedule)):
+        c = schedule.chunk(k)
+        state = None
+        if stateful:
+            state = carried[0]
+            if c.all_reset:
+                state = None
+            elif c.any_reset:
+                state = state.reset(c.reset)  # new sequences start in these lanes
+        elif burn:
+            r0, r1 = schedule.bounds[k], schedule.bounds[k + 1]
+            with torch.no_grad():
+                state = model.final_state(x_all[b_idx[r0:r1].to(device)], b_n[r0:r1].to(device))
+        y_hat, new_state = model(c.x, state)
+
+        def finish(new_state=new_state):
+            if stateful:
+                carried[0] = new_state.detach()  # keep the values, cut the graph at this chunk edge
+
+        yield y_hat, c.y, c.w, finish
+
+
+# --------------------------------------------------------------------------- validation
+def validate(
+    model: RecurrentModel, val: Sequences, cfg: TrainConfig, windowed: bool
+) -> dict[str, float]:
+    """Stateful validation always; windowed too when `windowed` (stateless training)."""
+    metrics = list(cfg.metrics)
+    out = {}
+    for key, value in score(stateful_outputs(model, val), val, cfg.loss, metrics).items():
+        out[f"val_{key}"] = value
+    if windowed:
+        w = cfg.val_window or cfg.window
+        packed = windowed_outputs(model, val, window=w, burn_in=cfg.burn_in)
+        for key, value in score(packed, val, cfg.loss, metrics).items():
+            out[f"val_{key}_windowed"] = value
+    return out
+
+
+# --------------------------------------------------------------------------- fit
+def fit(
+    model: RecurrentModel,
+    train: Sequences,
+    val: Sequences | None = None,
+    *,
+    mode: str = "stateful",
+    window: int = 50,
+    batch_size: int = 32,
+    epochs: int = 10,
+    loss: str = "mse",
+    optimizer: str | OptimizerFactory = "adam",
+    lr: float = 1e-3,
+    clip: float | None = None,
+    seed: int = 0,
+    stride: int | None = None,
+    target: str = "all",
+    backprop: int | None = None,
+    burn_in: int | str | None = None,
+    shuffle: bool = True,
+    metrics: Sequence[str] | None = None,
+    val_window: int | None = None,
+    callbacks: Sequence[Callback] = (),
+    checkpoint: str | Path | None = None,
+    resume: bool = False,
+    verbose: int = 1,
+    device: torch.device | str | None = None,
+) -> History:
+    """Train `model` on `train`; validate on `val` after every epoch; return the History.
+
+    `mode="stateful"`: lanes carry state from chunk to chunk (truncated BPTT over `window`
+    steps, or `backprop` steps). `mode="stateless"`: windows cut every `stride` steps start
+    from zero state (or after `burn_in` steps). With `checkpoint=dir` a checkpoint is written
+    after every epoch; `resume=True` continues from it to the same result as an
+    uninterrupted run.
+    """
+    if metrics is None:
+        metrics = losses.default_metrics(loss)
+    opt_name = (
+        optimizer if isinstance(optimizer, str) else getattr(optimizer, "__name__", "factory")
+    )
+    cfg = TrainConfig(
+        mode=mode,
+        window=window,
+        batch_size=batch_size,
+        epochs=epochs,
+        loss=loss,
+        optimizer=opt_name,
+        lr=lr,
+        clip=clip,
+        seed=seed,
+        stride=stride,
+        target=target,
+        backprop=backprop,
+        burn_in=burn_in,
+        shuffle=shuffle,
+        val_window=val_window,
+        metrics=tuple(metrics),
+    )
+    _check_config(cfg)
+    _check_data(model, train, cfg, "train")
+    if val is not None:
+        _check_data(model, val, cfg, "val")
+    if device is not None:
+        model.to(device)
+    torch.manual_seed(seed)
+    opt = make_optimizer(optimizer, model.parameters(), lr)
+    step = _Step(model, opt, losses.get_loss(loss), clip)
+
+    history, start_epoch = History(), 0
+    if checkpoint is not None and resume and has_checkpoint(checkpoint):
+        history, trainer = load_checkpoint(checkpoint, model, opt)
+        _check_resumable(trainer.get("config", {}), cfg, checkpoint)
+        start_epoch = int(trainer["epoch"]) + 1
+
+    for cb in callbacks:
+        cb.on_train_begin(model, history)
+    for epoch in range(start_epoch, epochs):
+        record = _train_one_epoch(model, train, val, cfg, step, epoch, verbose, checkpoint)
+        history.append(record)
+        stop = any(cb.on_epoch_end(epoch, record, model) for cb in list(callbacks))
+        if checkpoint is not None:
+            save_checkpoint(
+                checkpoint, model, opt, history, {"epoch": epoch, "config": asdict(cfg)}
+            )
+        if verbose:
+            _print_epoch(record, epochs)
+        if stop:
+            break
+    for cb in callbacks:
+        cb.on_train_end(model)
+    return history
+
+
+def _train_one_epoch(model, train, val, cfg, step, epoch, verbose, checkpoint) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    schedule = build_schedule(train, cfg, epoch, model.dtype).to(model.device)
+    progress = Progress(len(schedule), f"epoch {epoch + 1}/{cfg.epochs}", enabled=verbose > 0)
+    good = copy.deepcopy(model.state_dict())
+    model.train()
+    try:
+        train_loss, scored = run_epoch(
+            model, schedule, cfg, step, epoch=epoch, progress=progress, train=train
+        )
+    except TrainingDiverged as err:
+        model.load_state_dict(good)  # back to the weights that gave finite losses
+        kept = f" The last good checkpoint in {checkpoint} is kept." if checkpoint else ""
+        raise TrainingDiverged(
+            f"{err} The model is restored to its weights at the start of epoch {epoch}.{kept}"
+        ) from None
+    finally:
+        progress.close()
+    seconds = time.perf_counter() - t0
+    record: dict[str, Any] = {"epoch": epoch, "loss": train_loss}
+    if val is not None:
+        record.update(validate(model, val, cfg, windowed=cfg.mode == "stateless"))
+    record["seconds"] = seconds
+    record["scored_steps"] = scored
+    return record
+
+
+def _check_resumable(saved: dict[str, Any], cfg: TrainConfig, path) -> None:
+    now = asdict(cfg)
+    differ = [k for k in now if k != "epochs" and k in saved and _norm(saved[k]) != _norm(now[k])]
+    if differ:
+        k = differ[0]
+        raise ValueError(
+            f"cannot resume from {path}: it was trained with {k}={saved[k]!r}, "
+            f"this call has {k}={now[k]!r}. Use the same settings or a new checkpoint folder."
+        )
+
+
+def _norm(v):
+    return list(v) if isinstance(v, tuple) else v
+
+
+def _print_epoch(record: dict[str, Any], epochs: int) -> None:
+    parts = [f"epoch {record['epoch'] + 1}/{epochs}"]
+    for k, v in record.items():
+        if k in ("epoch",):
+            continue
+        parts.append(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}")
+    print("  ".join(parts), flush=True)

@@ -1,0 +1,67 @@
+"""TBPTT(k1, k2): every k1 = window steps, one update whose gradient reaches k2 >= k1 steps back.
+
+Williams & Peng's truncation: per lane keep the state from k2 steps back (detached) and rerun
+those k2 steps with gradient, scoring only the last k1. The schedule's lanes are viewed as
+timelines, so "k2 steps back" is a slice; resets inside the k2 history zero the state there,
+so a new sequence never back-propagates into the previous one.
+
+    # window (k1) 2, backprop (k2) 5; chunk 3 covers steps 6..7 of lane 0; * = reset at step 4
+    # steps:     2  3 |*4  5 | 6  7
+    # run:       g  g |  g  g | g  g     g = with gradient, from the stored state at step 3... 2
+    # scored:                 | s  s
+    # the reset at 4 zeroes the state there: steps 2-3 do not reach the loss
+"""
+
+from __future__ import annotations
+
+import torch
+
+from statefulrnn.data.schedule import Schedule
+
+
+def timelines(t: torch.Tensor, chunks: int, lanes: int) -> torch.Tensor:
+    """[C·B, W, ...] rows (chunk-major) -> [B, C·W, ...] one timeline per lane (one copy)."""
+    w = t.shape[1]
+    return (
+        t.reshape(chunks, lanes, w, *t.shape[2:])
+        .transpose(0, 1)
+        .reshape(lanes, chunks * w, *t.shape[2:])
+    )
+
+
+def chunks(model, schedule: Schedule, k2: int):
+    """Yield (y_hat, y, w, finish) per chunk, y_hat over the chunk's k1 steps with a k2-step graph."""
+    k1, lanes, n = schedule.window, schedule.batch_size, len(schedule)
+    x = timelines(schedule.x, n, lanes)
+    reset = schedule.reset.view(n, lanes)  # reset[j, b]: lane b starts a sequence at step j·k1
+    back = {
+        "pos": 0,
+        "state": None,
+    }  # the detached state before step `pos`, resets at pos not applied
+
+    for k in range(n):
+        end = (k + 1) * k1
+        start = back["pos"]
+        next_pos = max(0, end + k1 - k2)  # where the next chunk's history will start
+        cuts = {start, end, next_pos} | {j * k1 for j in range(start // k1 + 1, end // k1)}
+        points = sorted(p for p in cuts if start <= p <= end)
+        state, outs, next_state = back["state"], [], None
+        for a, b in zip(points[:-1], points[1:]):
+            if a % k1 == 0:
+                r = reset[a // k1]
+                if state is not None and bool(r.any()):
+                    state = state.reset(r)  # a new sequence starts here: cut the history
+            if a == next_pos:
+                next_state = state
+            y_hat, state = model(x[:, a:b], state)
+            outs.append(y_hat)
+        if next_pos == end:
+            next_state = state
+        y_hat = torch.cat(outs, dim=1)[:, -k1:] if len(outs) > 1 else outs[0][:, -k1:]
+        c = schedule.chunk(k)
+
+        def finish(next_state=next_state, next_pos=next_pos):
+            back["pos"] = next_pos
+            back["state"] = None if next_state is None else next_state.detach()
+
+        yield y_hat, c.y, c.w, finish

@@ -1,0 +1,18 @@
+"""Shared test set-up: a modest hypothesis profile (no deadline: torch's first call is slow)."""
+
+from __future__ import annotations
+
+import os
+
+from hypothesis import HealthCheck, settings
+
+settings.register_profile(
+    "statefulrnn",
+    deadline=None,
+    max_examples=30,
+    suppress_health_check=[HealthCheck.too_slow],
+    print_blob=True,
+)
+# A longer hunt when asked: HYPOTHESIS_PROFILE=thorough pytest
+settings.register_profile("thorough", parent=settings.get_profile("statefulrnn"), max_examples=500)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "statefulrnn"))
