@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, settings
 settings.register_profile(
     "statefulrnn",
     deadline=None,
-    max_examples=30,
+    max_examples=60,
     suppress_health_check=[HealthCheck.too_slow],
     print_blob=True,
 )

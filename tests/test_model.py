@@ -23,7 +23,9 @@ CELLS = ["rnn", "lstm", "gru"]
 TOL = {torch.float64: 1e-12, torch.float32: 1e-5}
 
 
-def make_model(cell, num_layers=1, input_size=2, hidden_size=5, output_size=2, seed=0, dtype=torch.float64):
+def make_model(
+    cell, num_layers=1, input_size=2, hidden_size=5, output_size=2, seed=0, dtype=torch.float64
+):
     torch.manual_seed(seed)
     return sr.StatefulRNN(
         input_size=input_size,

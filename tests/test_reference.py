@@ -123,7 +123,11 @@ def test_rnn_equation_by_hand():
 def test_lstm_with_zero_weights_halves_the_cell():
     # every gate is sigmoid(0) = 1/2 and g = tanh(0) = 0: c_t = c_{t-1} / 2, h_t = tanh(c_t) / 2
     trace = reference.forward(
-        _weights("lstm"), "lstm", np.ones((1, 3, 1)), h0=np.ones((1, 1, 1)), c0=np.full((1, 1, 1), 8.0)
+        _weights("lstm"),
+        "lstm",
+        np.ones((1, 3, 1)),
+        h0=np.ones((1, 1, 1)),
+        c0=np.full((1, 1, 1), 8.0),
     )
     c = 8.0 / 2 ** np.arange(1, 4)
     np.testing.assert_allclose(trace.c[0][0, :, 0], c, rtol=0, atol=1e-15)
@@ -132,7 +136,9 @@ def test_lstm_with_zero_weights_halves_the_cell():
 
 def test_gru_with_zero_weights_halves_the_state():
     # r = z = 1/2, n = tanh(0) = 0: h_t = h_{t-1} / 2
-    trace = reference.forward(_weights("gru"), "gru", np.ones((1, 4, 1)), h0=np.full((1, 1, 1), 3.0))
+    trace = reference.forward(
+        _weights("gru"), "gru", np.ones((1, 4, 1)), h0=np.full((1, 1, 1), 3.0)
+    )
     np.testing.assert_allclose(trace.h[0][0, :, 0], 3.0 / 2 ** np.arange(1, 5), rtol=0, atol=1e-15)
 
 

@@ -161,7 +161,9 @@ def test_stateful_packs_into_the_lane_that_frees_first(case):
 
 def test_stateful_layout_of_the_docstring_picture():
     # a (5 steps), b (3), c (3); 2 lanes; window 3
-    seqs = sr.Sequences.from_arrays([np.ones((t, 1)) for t in (5, 3, 3)], [np.ones(t) for t in (5, 3, 3)])
+    seqs = sr.Sequences.from_arrays(
+        [np.ones((t, 1)) for t in (5, 3, 3)], [np.ones(t) for t in (5, 3, 3)]
+    )
     sched = sr.stateful_schedule(seqs, window=3, batch_size=2, shuffle=False)
     assert sched.source.tolist() == [
         [0, 1, 2],  # chunk 0, lane 0: *a1 a2 a3
@@ -227,10 +229,11 @@ def test_stateful_lanes_subschedule(case, data):
     assert len(sub) == c and sub.batch_size == n
     full = sched.source.reshape(c, batch_size, -1)
     np.testing.assert_array_equal(sub.source.reshape(c, n, -1), full[:, lanes])
+    assert torch.equal(sub.reset.view(c, n), sched.reset.view(c, batch_size)[:, lanes])
     assert torch.equal(
-        sub.reset.view(c, n), sched.reset.view(c, batch_size)[:, lanes]
+        sub.x.view(c, n, *sched.x.shape[1:]),
+        sched.x.view(c, batch_size, *sched.x.shape[1:])[:, lanes],
     )
-    assert torch.equal(sub.x.view(c, n, *sched.x.shape[1:]), sched.x.view(c, batch_size, *sched.x.shape[1:])[:, lanes])
     with pytest.raises(ValueError, match="stateful"):
         sr.stateless_schedule(seqs, window=3, batch_size=2).lanes([0])
 

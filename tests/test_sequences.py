@@ -102,7 +102,9 @@ def test_non_finite_value_names_sequence_and_first_bad_step(what, bad):
     arrays = {"x": xs, "y": ys, "weights": ws}[what]
     arrays[1][3] = bad  # the first bad step of sequence 1 ...
     arrays[1][5] = bad  # ... not the last
-    with pytest.raises(ValueError, match=rf"sequence 1 has a non-finite {what} value.* at step 3\."):
+    with pytest.raises(
+        ValueError, match=rf"sequence 1 has a non-finite {what} value.* at step 3\."
+    ):
         sr.Sequences.from_arrays(xs, ys, weights=ws)
 
 
@@ -129,7 +131,9 @@ def test_mismatched_feature_count_names_sequence():
 def test_mismatched_output_count_names_sequence():
     xs, ys = _seqs([3, 3, 3], o=1)
     ys[1] = np.ones((3, 2))
-    with pytest.raises(ValueError, match=r"sequence 1 has 2 targets per step, but sequence 0 has 1"):
+    with pytest.raises(
+        ValueError, match=r"sequence 1 has 2 targets per step, but sequence 0 has 1"
+    ):
         sr.Sequences.from_arrays(xs, ys)
 
 
@@ -167,7 +171,9 @@ def test_target_length_mismatch_names_sequence():
 
 def test_weight_length_mismatch_names_sequence():
     xs, ys = _seqs([3, 4])
-    with pytest.raises(ValueError, match=r"sequence 1 has 4 steps but its weights have shape \(3,\)"):
+    with pytest.raises(
+        ValueError, match=r"sequence 1 has 4 steps but its weights have shape \(3,\)"
+    ):
         sr.Sequences.from_arrays(xs, ys, weights=[np.ones(3), np.ones(3)])
 
 
@@ -277,7 +283,7 @@ def test_cut_keeps_every_step(parts):
     pieces = seqs.cut(parts)
     assert len(pieces) == parts * len(lengths)
     at = 0
-    for i, t in enumerate(lengths):
+    for i in range(len(lengths)):
         mine = [pieces[j] for j in range(at, at + parts)]
         at += parts
         assert max(len(p) for p in mine) - min(len(p) for p in mine) <= 1
