@@ -13,6 +13,7 @@ differ only in the schedule and in where a chunk's state comes from:
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -37,9 +38,11 @@ from statefulrnn.train.progress import Progress
 MODES = ("stateful", "stateless")
 OPTIMIZERS = {
     "adam": torch.optim.Adam,
-    "rmsprop": torch.optim.RMSprop,
-    "sgd": torch.optim.SGD,
     "adamw": torch.optim.AdamW,
+    "rmsprop": torch.optim.RMSprop,
+    # Keras's RMSprop defaults (rho 0.9, epsilon 1e-7), to rerun the seeds' recipes as written
+    "keras-rmsprop": functools.partial(torch.optim.RMSprop, alpha=0.9, eps=1e-7),
+    "sgd": torch.optim.SGD,
 }
 OptimizerFactory = Callable[[Any], torch.optim.Optimizer]
 
