@@ -6,6 +6,7 @@ models carry state across chunks through PyTorch's fused kernels; prediction is 
 """
 
 from statefulrnn.data import Chunk, Schedule, Sequences, stateful_schedule, stateless_schedule
+from statefulrnn.keras import from_keras
 from statefulrnn.model import RecurrentModel, State, StatefulRNN, load_model
 from statefulrnn.predict import evaluate, predict
 from statefulrnn.train import Callback, EarlyStopping, History, TrainConfig, TrainingDiverged, fit
@@ -27,6 +28,7 @@ __all__ = [
     "Sequences",
     "State",
     "StatefulRNN",
+    "from_keras",
     "load_model",
     "stateful_schedule",
     "stateless_schedule",

@@ -7,7 +7,9 @@ import importlib
 import sys
 
 # name -> module under statefulrnn.cli; each module has add_parser(subparsers) and run(args) -> int
-COMMANDS = {}
+COMMANDS = {
+    "import-keras": "import_keras",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
