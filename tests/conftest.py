@@ -16,3 +16,9 @@ settings.register_profile(
 # A longer hunt when asked: HYPOTHESIS_PROFILE=thorough pytest
 settings.register_profile("thorough", parent=settings.get_profile("statefulrnn"), max_examples=500)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "statefulrnn"))
+
+# One torch thread: the tests' models are tiny, and with the other core busy (CI, helpers)
+# OpenMP threads spin and make each call many times slower.
+import torch  # noqa: E402
+
+torch.set_num_threads(1)

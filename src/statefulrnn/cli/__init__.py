@@ -8,6 +8,8 @@ import sys
 
 # name -> module under statefulrnn.cli; each module has add_parser(subparsers) and run(args) -> int
 COMMANDS = {
+    "tasks": "tasks",
+    "compare": "compare",
     "import-keras": "import_keras",
 }
 

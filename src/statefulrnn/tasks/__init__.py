@@ -3,7 +3,9 @@
 from statefulrnn.tasks import first_bit, lagged_product, moving_average, sine
 from statefulrnn.tasks.base import Claim, Config, Param, Task, TaskData
 
-TASKS: dict[str, Task] = {t.name: t for t in (lagged_product.TASK, first_bit.TASK, moving_average.TASK, sine.TASK)}
+TASKS: dict[str, Task] = {
+    t.name: t for t in (lagged_product.TASK, first_bit.TASK, moving_average.TASK, sine.TASK)
+}
 
 
 def get_task(name: str) -> Task:

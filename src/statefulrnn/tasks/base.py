@@ -29,10 +29,12 @@ class TaskData:
     train: Sequences
     val: Sequences
     test: Sequences
-    loss: str                      # "mse" or "bce"
-    metric: str                    # what the summary reports: "loss" (an MSE) or "accuracy"
-    baseline: dict[str, float]     # e.g. {"zero predictor": 0.0072}: what no memory at all scores
-    focus: dict[str, Sequences] = field(default_factory=dict)  # test re-weighted to a region of interest
+    loss: str  # "mse" or "bce"
+    metric: str  # what the summary reports: "loss" (an MSE) or "accuracy"
+    baseline: dict[str, float]  # e.g. {"zero predictor": 0.0072}: what no memory at all scores
+    focus: dict[str, Sequences] = field(
+        default_factory=dict
+    )  # test re-weighted to a region of interest
     notes: list[str] = field(default_factory=list)
 
 
@@ -40,14 +42,14 @@ class TaskData:
 class Config:
     """One configuration to train and evaluate: a model, a fit recipe, and how to predict."""
 
-    name: str                       # short id, e.g. "stateless-seed"
-    label: str                      # what the report calls it
-    model: dict[str, Any]           # StatefulRNN arguments besides input/output size
-    fit: dict[str, Any]             # sr.fit arguments (mode, window, batch_size, epochs, ...)
-    predict_window: int             # window of the windowed prediction
+    name: str  # short id, e.g. "stateless-seed"
+    label: str  # what the report calls it
+    model: dict[str, Any]  # StatefulRNN arguments besides input/output size
+    fit: dict[str, Any]  # sr.fit arguments (mode, window, batch_size, epochs, ...)
+    predict_window: int  # window of the windowed prediction
     predict_burn_in: int | None = None  # burn-in of the windowed prediction
-    origin: str = "seed"            # "seed": the seed's recipe; "statefulrnn": our recommendation
-    seed: int = 0                   # model initialisation and training order
+    origin: str = "seed"  # "seed": the seed's recipe; "statefulrnn": our recommendation
+    seed: int = 0  # model initialisation and training order
 
 
 @dataclass
@@ -73,7 +75,9 @@ class Task:
     claims: Callable[[dict[str, Any], dict[str, Any]], list[Claim]]
     rerun: str = ""
 
-    def resolve(self, quick: bool = False, overrides: dict[str, str] | None = None) -> dict[str, Any]:
+    def resolve(
+        self, quick: bool = False, overrides: dict[str, str] | None = None
+    ) -> dict[str, Any]:
         """Parameter values: defaults (or quick values), then `--set name=value` overrides."""
         values = {k: (p.quick if quick else p.default) for k, p in self.params.items()}
         for key, raw in (overrides or {}).items():

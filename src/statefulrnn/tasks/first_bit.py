@@ -46,11 +46,17 @@ def generate(p: dict, seed: int) -> TaskData:
     train, val = data.split(list(range(p["n_series"] - p["n_val"])))
     test = make_series(p["n_test"], p["length"], np.random.default_rng(seed + 10_000))
     return TaskData(
-        train, val, test, loss="bce", metric="accuracy",
+        train,
+        val,
+        test,
+        loss="bce",
+        metric="accuracy",
         baseline={"chance accuracy": 0.5},
         focus={f"steps t >= {p['window']}": beyond(test, p["window"])},
-        notes=["Every step is scored (target = the first value); 'steps t >= window' scores only the "
-               "steps whose window no longer contains step 0, where the seed's stateless model fails."],
+        notes=[
+            "Every step is scored (target = the first value); 'steps t >= window' scores only the "
+            "steps whose window no longer contains step 0, where the seed's stateless model fails."
+        ],
     )
 
 
@@ -58,18 +64,55 @@ def configs(p: dict) -> list[Config]:
     lstm = {"cell": "lstm", "hidden_size": p["hidden"]}
     w = p["window"]
     return [
-        Config("stateless-seed", f"stateless, windows of {w} (seed)", lstm,
-               {"mode": "stateless", "window": w, "stride": 1, "target": "last", "batch_size": 64,
-                "epochs": p["epochs_stateless"], "optimizer": "adam", "lr": 1e-3, "loss": "bce"},
-               predict_window=w),
-        Config("stateful-seed", "stateful, 1 step per update, batch 1 (seed)", lstm,
-               {"mode": "stateful", "window": 1, "batch_size": 1, "epochs": p["epochs_per_step"],
-                "optimizer": "adam", "lr": 1e-3, "loss": "bce"},
-               predict_window=w),
-        Config("stateful-recommended", "stateful, window 5, 25 lanes (statefulrnn)", lstm,
-               {"mode": "stateful", "window": 5, "batch_size": 25, "epochs": p["epochs_recommended"],
-                "optimizer": "adam", "lr": 1e-2, "clip": 1.0, "loss": "bce"},
-               predict_window=w, origin="statefulrnn"),
+        Config(
+            "stateless-seed",
+            f"stateless, windows of {w} (seed)",
+            lstm,
+            {
+                "mode": "stateless",
+                "window": w,
+                "stride": 1,
+                "target": "last",
+                "batch_size": 64,
+                "epochs": p["epochs_stateless"],
+                "optimizer": "adam",
+                "lr": 1e-3,
+                "loss": "bce",
+            },
+            predict_window=w,
+        ),
+        Config(
+            "stateful-seed",
+            "stateful, 1 step per update, batch 1 (seed)",
+            lstm,
+            {
+                "mode": "stateful",
+                "window": 1,
+                "batch_size": 1,
+                "epochs": p["epochs_per_step"],
+                "optimizer": "adam",
+                "lr": 1e-3,
+                "loss": "bce",
+            },
+            predict_window=w,
+        ),
+        Config(
+            "stateful-recommended",
+            "stateful, window 5, 25 lanes (statefulrnn)",
+            lstm,
+            {
+                "mode": "stateful",
+                "window": 5,
+                "batch_size": 25,
+                "epochs": p["epochs_recommended"],
+                "optimizer": "adam",
+                "lr": 1e-2,
+                "clip": 1.0,
+                "loss": "bce",
+            },
+            predict_window=w,
+            origin="statefulrnn",
+        ),
     ]
 
 
@@ -79,21 +122,45 @@ def claims(p: dict, results: dict) -> list[Claim]:
     out = []
     if "stateful-seed" in c:
         acc = c["stateful-seed"]["test"]["stateful"]["accuracy"]
-        out.append(Claim("stateful (1,1,1) training reaches val accuracy 1.0", "1.0 after 1 epoch",
-                         f"{acc:.3f} test accuracy after {p['epochs_per_step']} epoch(s), "
-                         f"{c['stateful-seed']['train_seconds']:.1f} s", verdict(acc >= 0.99)))
+        out.append(
+            Claim(
+                "stateful (1,1,1) training reaches val accuracy 1.0",
+                "1.0 after 1 epoch",
+                f"{acc:.3f} test accuracy after {p['epochs_per_step']} epoch(s), "
+                f"{c['stateful-seed']['train_seconds']:.1f} s",
+                verdict(acc >= 0.99),
+            )
+        )
     if "stateless-seed" in c:
         acc = c["stateless-seed"]["test"]["windowed"][f"accuracy [{focus}]"]
-        out.append(Claim(f"stateless windows of {p['window']} stay near chance", "~0.5 (0.518 in Keras 3)",
-                         f"{acc:.3f} on {focus} (windowed prediction)", verdict(acc < 0.6)))
+        out.append(
+            Claim(
+                f"stateless windows of {p['window']} stay near chance",
+                "~0.5 (0.518 in Keras 3)",
+                f"{acc:.3f} on {focus} (windowed prediction)",
+                verdict(acc < 0.6),
+            )
+        )
     if "stateful-recommended" in c:
         r = c["stateful-recommended"]
         acc = r["test"]["stateful"]["accuracy"]
-        out.append(Claim("batched stateful training reaches >= 0.99 fast (statefulrnn)",
-                         "seed recipe: ~80 s per epoch in Keras 3 here",
-                         f"{acc:.3f} in {r['train_seconds']:.1f} s", verdict(acc >= 0.99)))
+        out.append(
+            Claim(
+                "batched stateful training reaches >= 0.99 fast (statefulrnn)",
+                "seed recipe: ~80 s per epoch in Keras 3 here",
+                f"{acc:.3f} in {r['train_seconds']:.1f} s",
+                verdict(acc >= 0.99),
+            )
+        )
     return out
 
 
-TASK = Task("first-bit", "001", "remember the first bit of a 20-step series (Remy)", PARAMS,
-            generate, configs, claims)
+TASK = Task(
+    "first-bit",
+    "001",
+    "remember the first bit of a 20-step series (Remy)",
+    PARAMS,
+    generate,
+    configs,
+    claims,
+)

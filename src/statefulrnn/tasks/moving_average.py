@@ -53,39 +53,86 @@ def generate(p: dict, seed: int) -> TaskData:
     w[: p["tsteps"] - 1] = 0
     test = Sequences.from_arrays([x[n_train:, None]], [y[n_train:, None]], [w])
     vx, vy = series(p, np.random.default_rng(seed + 10_000))
-    val = Sequences.from_arrays([vx[-len(w):, None]], [vy[-len(w):, None]], [w])
+    val = Sequences.from_arrays([vx[-len(w) :, None]], [vy[-len(w) :, None]], [w])
     return TaskData(
-        train, val, test, loss="mse", metric="loss",
+        train,
+        val,
+        test,
+        loss="mse",
+        metric="loss",
         baseline={
             "zero predictor": floor_mse(p, 0),
             f"best with a window of {p['lahead']}": floor_mse(p, p["lahead"]),
         },
-        notes=[f"'Converged' means a test MSE below {CONVERGED:.0%} of the best MSE possible with a window "
-               f"of {p['tsteps'] - 1} ({floor_mse(p, p['tsteps'] - 1):.3g})."],
+        notes=[
+            f"'Converged' means a test MSE below {CONVERGED:.0%} of the best MSE possible with a window "
+            f"of {p['tsteps'] - 1} ({floor_mse(p, p['tsteps'] - 1):.3g})."
+        ],
     )
 
 
 def configs(p: dict) -> list[Config]:
     lstm = {"cell": "lstm", "hidden_size": p["hidden"]}
-    seed_fit = {"batch_size": 1, "epochs": p["epochs"], "optimizer": "adam", "lr": 1e-3, "shuffle": False}
+    seed_fit = {
+        "batch_size": 1,
+        "epochs": p["epochs"],
+        "optimizer": "adam",
+        "lr": 1e-3,
+        "shuffle": False,
+    }
     la, ts = p["lahead"], p["tsteps"]
     out = [
-        Config("stateless-seed", f"stateless, lahead {la} (seed)", lstm,
-               {"mode": "stateless", "window": la, "stride": 1, "target": "last", **seed_fit}, predict_window=la),
-        Config("stateful-seed", f"stateful, lahead {la} (seed)", lstm,
-               {"mode": "stateful", "window": la, **seed_fit}, predict_window=la),
+        Config(
+            "stateless-seed",
+            f"stateless, lahead {la} (seed)",
+            lstm,
+            {"mode": "stateless", "window": la, "stride": 1, "target": "last", **seed_fit},
+            predict_window=la,
+        ),
+        Config(
+            "stateful-seed",
+            f"stateful, lahead {la} (seed)",
+            lstm,
+            {"mode": "stateful", "window": la, **seed_fit},
+            predict_window=la,
+        ),
     ]
     if la < ts:
         out += [
-            Config("stateless-long", f"stateless, lahead {ts} = tsteps (seed)", lstm,
-                   {"mode": "stateless", "window": ts, "stride": 1, "target": "last", **seed_fit}, predict_window=ts),
-            Config("stateful-long", f"stateful, lahead {ts} = tsteps (seed)", lstm,
-                   {"mode": "stateful", "window": ts, **seed_fit}, predict_window=ts),
+            Config(
+                "stateless-long",
+                f"stateless, lahead {ts} = tsteps (seed)",
+                lstm,
+                {"mode": "stateless", "window": ts, "stride": 1, "target": "last", **seed_fit},
+                predict_window=ts,
+            ),
+            Config(
+                "stateful-long",
+                f"stateful, lahead {ts} = tsteps (seed)",
+                lstm,
+                {"mode": "stateful", "window": ts, **seed_fit},
+                predict_window=ts,
+            ),
         ]
-    out.append(Config("stateful-recommended", "stateful, 8 lanes, window 10 (statefulrnn)", lstm,
-                      {"mode": "stateful", "window": 10, "batch_size": 8, "epochs": p["epochs_recommended"],
-                       "optimizer": "adam", "lr": 3e-3, "clip": 1.0, "cut": 8}, predict_window=la,
-                      origin="statefulrnn"))
+    out.append(
+        Config(
+            "stateful-recommended",
+            "stateful, 8 lanes, window 10 (statefulrnn)",
+            lstm,
+            {
+                "mode": "stateful",
+                "window": 10,
+                "batch_size": 8,
+                "epochs": p["epochs_recommended"],
+                "optimizer": "adam",
+                "lr": 3e-3,
+                "clip": 1.0,
+                "cut": 8,
+            },
+            predict_window=la,
+            origin="statefulrnn",
+        )
+    )
     return out
 
 
@@ -93,31 +140,61 @@ def claims(p: dict, results: dict) -> list[Claim]:
     c = results["configs"]
     la, ts = p["lahead"], p["tsteps"]
     limit = CONVERGED * floor_mse(p, ts - 1)
-    mse = {k: v["test"]["windowed" if k.startswith("stateless") else "stateful"]["loss"] for k, v in c.items()}
+    mse = {
+        k: v["test"]["windowed" if k.startswith("stateless") else "stateful"]["loss"]
+        for k, v in c.items()
+    }
     out = []
     if la < ts and {"stateful-seed", "stateless-seed"} <= set(mse):
         ok = mse["stateful-seed"] < limit <= mse["stateless-seed"]
-        out.append(Claim(f"lahead {la} < tsteps {ts}: only the stateful model converges",
-                         "stateful 1.79e-5 vs stateless 9.60e-4 (Keras 3 here)",
-                         f"stateful {mse['stateful-seed']:.3g} vs stateless {mse['stateless-seed']:.3g} "
-                         f"(converged: < {limit:.2g})", verdict(ok)))
+        out.append(
+            Claim(
+                f"lahead {la} < tsteps {ts}: only the stateful model converges",
+                "stateful 1.79e-5 vs stateless 9.60e-4 (Keras 3 here)",
+                f"stateful {mse['stateful-seed']:.3g} vs stateless {mse['stateless-seed']:.3g} "
+                f"(converged: < {limit:.2g})",
+                verdict(ok),
+            )
+        )
     if {"stateful-long", "stateless-long"} <= set(mse):
         ok = max(mse["stateful-long"], mse["stateless-long"]) < limit
-        out.append(Claim(f"lahead {ts} >= tsteps {ts}: both converge", "both converge",
-                         f"stateful {mse['stateful-long']:.3g}, stateless {mse['stateless-long']:.3g}",
-                         verdict(ok)))
+        out.append(
+            Claim(
+                f"lahead {ts} >= tsteps {ts}: both converge",
+                "both converge",
+                f"stateful {mse['stateful-long']:.3g}, stateless {mse['stateless-long']:.3g}",
+                verdict(ok),
+            )
+        )
     if la >= ts and {"stateful-seed", "stateless-seed"} <= set(mse):
         ok = max(mse["stateful-seed"], mse["stateless-seed"]) < limit
-        out.append(Claim(f"lahead {la} >= tsteps {ts}: both converge", "both converge",
-                         f"stateful {mse['stateful-seed']:.3g}, stateless {mse['stateless-seed']:.3g}",
-                         verdict(ok)))
+        out.append(
+            Claim(
+                f"lahead {la} >= tsteps {ts}: both converge",
+                "both converge",
+                f"stateful {mse['stateful-seed']:.3g}, stateless {mse['stateless-seed']:.3g}",
+                verdict(ok),
+            )
+        )
     if "stateful-recommended" in mse:
         r = c["stateful-recommended"]
-        out.append(Claim("batched stateful training converges (statefulrnn)", "-",
-                         f"{mse['stateful-recommended']:.3g} in {r['train_seconds']:.1f} s",
-                         verdict(mse["stateful-recommended"] < limit)))
+        out.append(
+            Claim(
+                "batched stateful training converges (statefulrnn)",
+                "-",
+                f"{mse['stateful-recommended']:.3g} in {r['train_seconds']:.1f} s",
+                verdict(mse["stateful-recommended"] < limit),
+            )
+        )
     return out
 
 
-TASK = Task("moving-average", "002/003", "predict the mean of the last tsteps noise inputs (Keras example)",
-            PARAMS, generate, configs, claims)
+TASK = Task(
+    "moving-average",
+    "002/003",
+    "predict the mean of the last tsteps noise inputs (Keras example)",
+    PARAMS,
+    generate,
+    configs,
+    claims,
+)

@@ -43,9 +43,18 @@ def generate(p: dict, seed: int) -> TaskData:
     train, test = as_sequence(s[:n_train]), as_sequence(s[n_train:])
     last = float(np.mean((s[n_train:-1] - s[n_train + 1 :]) ** 2))
     return TaskData(
-        train, test, test, loss="mse", metric="loss",
-        baseline={"repeat the last value": last, "predict zero": float(np.mean(s[n_train + 1 :] ** 2))},
-        notes=["As in the seed, the test series doubles as validation: a noiseless sine has nothing to overfit."],
+        train,
+        test,
+        test,
+        loss="mse",
+        metric="loss",
+        baseline={
+            "repeat the last value": last,
+            "predict zero": float(np.mean(s[n_train + 1 :] ** 2)),
+        },
+        notes=[
+            "As in the seed, the test series doubles as validation: a noiseless sine has nothing to overfit."
+        ],
     )
 
 
@@ -53,23 +62,58 @@ def configs(p: dict) -> list[Config]:
     w, b = p["window"], p["burn_in"]
     rnn1 = {"cell": "rnn", "hidden_size": p["hidden"]}
     rnn4 = {"cell": "rnn", "hidden_size": p["hidden_recommended"]}
-    seed_fit = {"mode": "stateless", "window": w, "stride": 1, "target": "last", "batch_size": 600,
-                "optimizer": "keras-rmsprop", "lr": 1e-3}
+    seed_fit = {
+        "mode": "stateless",
+        "window": w,
+        "stride": 1,
+        "target": "last",
+        "batch_size": 600,
+        "optimizer": "keras-rmsprop",
+        "lr": 1e-3,
+    }
     ours = {"optimizer": "keras-rmsprop", "lr": 1e-3, "epochs": p["epochs_recommended"]}
     h4 = p["hidden_recommended"]
     return [
-        Config("stateless-seed", f"SimpleRNN({p['hidden']}), stateless windows of {w} (seed)", rnn1,
-               {**seed_fit, "epochs": p["epochs"]}, predict_window=w),
-        Config("stateless-h4", f"SimpleRNN({h4}), stateless windows of {w}", rnn4,
-               {**seed_fit, **ours}, predict_window=w, origin="statefulrnn"),
-        Config("burn-in-h4", f"SimpleRNN({h4}), stateless + burn-in {b}", rnn4,
-               {**seed_fit, **ours, "burn_in": b}, predict_window=w, predict_burn_in=b, origin="statefulrnn"),
-        Config("stateful-h1", f"SimpleRNN({p['hidden']}), stateful, 30 lanes, window 10", rnn1,
-               {"mode": "stateful", "window": 10, "batch_size": 30, "cut": 30, **ours}, predict_window=w,
-               origin="statefulrnn"),
-        Config("stateful-h4", f"SimpleRNN({h4}), stateful, 30 lanes, window 10", rnn4,
-               {"mode": "stateful", "window": 10, "batch_size": 30, "cut": 30, **ours}, predict_window=w,
-               origin="statefulrnn"),
+        Config(
+            "stateless-seed",
+            f"SimpleRNN({p['hidden']}), stateless windows of {w} (seed)",
+            rnn1,
+            {**seed_fit, "epochs": p["epochs"]},
+            predict_window=w,
+        ),
+        Config(
+            "stateless-h4",
+            f"SimpleRNN({h4}), stateless windows of {w}",
+            rnn4,
+            {**seed_fit, **ours},
+            predict_window=w,
+            origin="statefulrnn",
+        ),
+        Config(
+            "burn-in-h4",
+            f"SimpleRNN({h4}), stateless + burn-in {b}",
+            rnn4,
+            {**seed_fit, **ours, "burn_in": b},
+            predict_window=w,
+            predict_burn_in=b,
+            origin="statefulrnn",
+        ),
+        Config(
+            "stateful-h1",
+            f"SimpleRNN({p['hidden']}), stateful, 30 lanes, window 10",
+            rnn1,
+            {"mode": "stateful", "window": 10, "batch_size": 30, "cut": 30, **ours},
+            predict_window=w,
+            origin="statefulrnn",
+        ),
+        Config(
+            "stateful-h4",
+            f"SimpleRNN({h4}), stateful, 30 lanes, window 10",
+            rnn4,
+            {"mode": "stateful", "window": 10, "batch_size": 30, "cut": 30, **ours},
+            predict_window=w,
+            origin="statefulrnn",
+        ),
     ]
 
 
@@ -79,9 +123,14 @@ def claims(p: dict, results: dict) -> list[Claim]:
     if "stateless-seed" in c:
         t = c["stateless-seed"]["test"]
         win, st = t["windowed"]["loss"], t["stateful"]["loss"]
-        out.append(Claim("a model trained stateless predicts much worse statefully than windowed",
-                         "windowed 0.00017 vs stateful 0.08 (same weights)",
-                         f"windowed {win:.3g} vs stateful {st:.3g}", verdict(st > 10 * win)))
+        out.append(
+            Claim(
+                "a model trained stateless predicts much worse statefully than windowed",
+                "windowed 0.00017 vs stateful 0.08 (same weights)",
+                f"windowed {win:.3g} vs stateful {st:.3g}",
+                verdict(st > 10 * win),
+            )
+        )
     best = None
     for name in ("stateful-h4", "stateful-h1", "burn-in-h4"):
         if name in c:
@@ -90,11 +139,24 @@ def claims(p: dict, results: dict) -> list[Claim]:
                 best = (name, t["stateful"]["loss"], t["windowed"]["loss"])
     if best is not None:
         name, st, win = best
-        out.append(Claim("trained statefully (or with burn-in), stateful prediction is as good as windowed "
-                         "(statefulrnn; goal: stateful MSE <= 3.4e-4)", "seed's windowed: 0.00017",
-                         f"{c[name]['label']}: stateful {st:.3g} vs windowed {win:.3g}", verdict(st <= 3.4e-4)))
+        out.append(
+            Claim(
+                "trained statefully (or with burn-in), stateful prediction is as good as windowed "
+                "(statefulrnn; goal: stateful MSE <= 3.4e-4)",
+                "seed's windowed: 0.00017",
+                f"{c[name]['label']}: stateful {st:.3g} vs windowed {win:.3g}",
+                verdict(st <= 3.4e-4),
+            )
+        )
     return out
 
 
-TASK = Task("sine", "004", "predict the next value of a period-10 sine from a window of 2 (Yumi)",
-            PARAMS, generate, configs, claims)
+TASK = Task(
+    "sine",
+    "004",
+    "predict the next value of a period-10 sine from a window of 2 (Yumi)",
+    PARAMS,
+    generate,
+    configs,
+    claims,
+)

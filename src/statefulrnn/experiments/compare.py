@@ -1,0 +1,210 @@
+"""compare: train every configuration a task defines, evaluate each both ways, write results.json.
+
+For each configuration: build the model, `fit` it, then predict the test series statefully
+(one O(T) pass) and windowed (a fresh pass per step), and score both, plus error by time
+step and a few example predictions. The seed's claims are then checked against the numbers.
+Plots and the HTML report are made from results.json by `statefulrnn.reports`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from statefulrnn import __version__, losses, records
+from statefulrnn.data.schedule import pack
+from statefulrnn.data.sequences import Sequences
+from statefulrnn.model.rnn import StatefulRNN
+from statefulrnn.predict import error_by_step, score, stateful_outputs, windowed_outputs
+from statefulrnn.tasks import Task, TaskData
+from statefulrnn.tasks.base import Config
+from statefulrnn.train.fit import fit
+
+SCHEMA = "statefulrnn.compare/1"
+EXAMPLES = 3  # test series whose predictions are kept for plots
+EXAMPLE_STEPS = 400  # steps kept per example
+
+
+def _metrics(data: TaskData) -> list[str]:
+    return losses.default_metrics(data.loss)
+
+
+def _evaluate(model, packed_out: np.ndarray, data: TaskData, test: Sequences) -> dict[str, float]:
+    metrics = _metrics(data)
+    out = score(packed_out, test, data.loss, metrics)
+    for focus_name, focus in data.focus.items():
+        if focus is test or len(focus) == len(test):
+            for k, v in score(packed_out, focus, data.loss, metrics).items():
+                out[f"{k} [{focus_name}]"] = v
+    return out
+
+
+def _examples(
+    packed_st: np.ndarray, packed_win: np.ndarray, test: Sequences, loss: str
+) -> list[dict]:
+    offsets = pack(test).offsets
+    out = []
+    for i in range(min(EXAMPLES, len(test))):
+        s, e = offsets[i], min(offsets[i + 1], offsets[i] + EXAMPLE_STEPS)
+        conv = (
+            (lambda a: losses.to_probabilities(torch.from_numpy(a), loss).numpy())
+            if loss != "mse"
+            else (lambda a: a)
+        )
+        out.append(
+            {
+                "x": test.xs[i][: e - s, 0].tolist(),
+                "y": test.ys[i][: e - s, 0].tolist(),
+                "w": test.ws[i][: e - s].tolist(),
+                "stateful": conv(packed_st[s:e])[:, 0].tolist(),
+                "windowed": conv(packed_win[s:e])[:, 0].tolist(),
+            }
+        )
+    return out
+
+
+def _windowed_test(data: TaskData, limit: int | None) -> Sequences:
+    if limit is None or limit >= len(data.test):
+        return data.test
+    return data.test[list(range(limit))]
+
+
+def run_config(
+    cfg: Config, data: TaskData, *, verbose: int, windowed_limit: int | None, device=None
+) -> dict[str, Any]:
+    """Train one configuration and evaluate it in both prediction modes."""
+    torch.manual_seed(cfg.seed)
+    model = StatefulRNN(
+        input_size=data.train.num_features,
+        output_size=data.train.num_outputs,
+        device=device,
+        **cfg.model,
+    )
+    fit_args = dict(cfg.fit)
+    train = data.train
+    if "cut" in fit_args:
+        train = train.cut(fit_args.pop("cut"))  # one long series spread over several lanes
+    fit_args.setdefault("loss", data.loss)
+    t0 = time.perf_counter()
+    history = fit(model, train, data.val, seed=cfg.seed, verbose=verbose, **fit_args)
+    train_seconds = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    st = stateful_outputs(model, data.test)
+    st_seconds = time.perf_counter() - t0
+    win_test = _windowed_test(data, windowed_limit)
+    t0 = time.perf_counter()
+    win = windowed_outputs(model, win_test, window=cfg.predict_window, burn_in=cfg.predict_burn_in)
+    win_seconds = time.perf_counter() - t0
+    st_on_win = st[: pack(win_test).offsets[-1]]
+    return {
+        "label": cfg.label,
+        "origin": cfg.origin,
+        "settings": {
+            "model": cfg.model,
+            "fit": cfg.fit,
+            "predict_window": cfg.predict_window,
+            "predict_burn_in": cfg.predict_burn_in,
+            "seed": cfg.seed,
+            "parameters": sum(p.numel() for p in model.parameters()),
+        },
+        "history": list(history),
+        "epochs_run": len(history),
+        "train_seconds": train_seconds,
+        "predict_seconds": {"stateful": st_seconds, "windowed": win_seconds},
+        "test_series": {"stateful": len(data.test), "windowed": len(win_test)},
+        "test": {
+            "stateful": _evaluate(model, st, data, data.test),
+            "windowed": _evaluate(model, win, data, win_test),
+        },
+        "error_by_step": {
+            "stateful": error_by_step(st_on_win, win_test, data.loss).tolist(),
+            "windowed": error_by_step(win, win_test, data.loss).tolist(),
+        },
+        "examples": _examples(st_on_win, win, win_test, data.loss),
+    }
+
+
+def run_task(
+    task: Task,
+    params: dict[str, Any],
+    *,
+    quick: bool,
+    seed: int = 0,
+    only: list[str] | None = None,
+    verbose: int = 1,
+    device=None,
+    log=print,
+) -> dict[str, Any]:
+    """Run every configuration of `task` (or those named in `only`) and check the seed's claims."""
+    data = task.generate(params, seed)
+    configs = task.configs(params)
+    if only:
+        unknown = sorted(set(only) - {c.name for c in configs})
+        if unknown:
+            raise ValueError(
+                f"task {task.name} has no configuration {unknown[0]!r}; "
+                f"it has {', '.join(c.name for c in configs)}."
+            )
+        configs = [c for c in configs if c.name in only]
+    windowed_limit = params.get("n_test_windowed")
+    results: dict[str, Any] = {
+        "schema": SCHEMA,
+        "task": task.name,
+        "seed_file": task.seed_file,
+        "summary": task.summary,
+        "params": params,
+        "quick": quick,
+        "seed": seed,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "environment": {
+            "statefulrnn": __version__,
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            "threads": torch.get_num_threads(),
+            "machine": platform.machine(),
+        },
+        "loss": data.loss,
+        "metric": data.metric,
+        "baseline": data.baseline,
+        "notes": data.notes,
+        "data": {
+            "train": len(data.train),
+            "val": len(data.val),
+            "test": len(data.test),
+            "train_steps": int(data.train.lengths.sum()),
+            "test_steps": int(data.test.lengths.sum()),
+        },
+        "configs": {},
+    }
+    for i, cfg in enumerate(configs):
+        log(f"[{task.name}] {i + 1}/{len(configs)} {cfg.label}")
+        results["configs"][cfg.name] = run_config(
+            cfg, data, verbose=verbose, windowed_limit=windowed_limit, device=device
+        )
+        r = results["configs"][cfg.name]
+        key = data.metric
+        log(
+            f"[{task.name}]   test {key}: stateful {r['test']['stateful'][key]:.4g}, "
+            f"windowed {r['test']['windowed'][key]:.4g}; trained in {r['train_seconds']:.1f} s"
+        )
+    results["claims"] = [vars(c) for c in task.claims(params, results)]
+    return results
+
+
+def write_results(results: dict[str, Any], out_dir: Path) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "results.json"
+    records.atomic_write_json(path, results)
+    return path
+
+
+def default_out(name: str) -> Path:
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{name}-{stamp}"

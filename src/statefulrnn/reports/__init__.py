@@ -1,0 +1,1 @@
+"""Reports: plots and HTML pages rebuilt from run files; never imports torch."""
