@@ -208,3 +208,78 @@ def write_results(results: dict[str, Any], out_dir: Path) -> Path:
 def default_out(name: str) -> Path:
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     return Path("runs") / f"{name}-{stamp}"
+
+
+# The documented shape of results.json (docs/results.md): key -> type, and per configuration.
+RESULTS_KEYS = {
+    "schema": str,
+    "task": str,
+    "seed_file": str,
+    "summary": str,
+    "params": dict,
+    "quick": bool,
+    "seed": int,
+    "created": str,
+    "environment": dict,
+    "loss": str,
+    "metric": str,
+    "baseline": dict,
+    "notes": list,
+    "data": dict,
+    "configs": dict,
+    "claims": list,
+}
+CONFIG_KEYS = {
+    "label": str,
+    "origin": str,
+    "settings": dict,
+    "history": list,
+    "epochs_run": int,
+    "train_seconds": float,
+    "predict_seconds": dict,
+    "test_series": dict,
+    "test": dict,
+    "error_by_step": dict,
+    "examples": list,
+}
+CLAIM_KEYS = {"claim": str, "seed_value": str, "ours": str, "verdict": str}
+VERDICTS = (
+    "reproduced",
+    "not reproduced",
+    "better than seed",
+    "worse than seed",
+    "left the plateau",
+    "stayed on the plateau",
+    "n/a",
+)
+
+
+def check_results(results: dict[str, Any]) -> None:
+    """Raise ValueError naming the first key of results.json that breaks the documented schema."""
+
+    def need(obj: dict, keys: dict, where: str) -> None:
+        for k, t in keys.items():
+            if k not in obj:
+                raise ValueError(f"{where}: missing key {k!r}")
+            ok = isinstance(obj[k], (int, float)) if t is float else isinstance(obj[k], t)
+            if not ok:
+                raise ValueError(
+                    f"{where}.{k}: expected {t.__name__}, found {type(obj[k]).__name__}"
+                )
+
+    need(results, RESULTS_KEYS, "results")
+    if results["schema"] != SCHEMA:
+        raise ValueError(f"results.schema: expected {SCHEMA!r}, found {results['schema']!r}")
+    for name, cfg in results["configs"].items():
+        need(cfg, CONFIG_KEYS, f"configs.{name}")
+        for mode in ("stateful", "windowed"):
+            if results["metric"] not in cfg["test"][mode]:
+                raise ValueError(f"configs.{name}.test.{mode}: missing {results['metric']!r}")
+            if mode not in cfg["error_by_step"] or mode not in cfg["predict_seconds"]:
+                raise ValueError(
+                    f"configs.{name}: missing {mode!r} error_by_step or predict_seconds"
+                )
+    for i, claim in enumerate(results["claims"]):
+        need(claim, CLAIM_KEYS, f"claims[{i}]")
+        if claim["verdict"] not in VERDICTS:
+            raise ValueError(f"claims[{i}].verdict: {claim['verdict']!r} is not one of {VERDICTS}")

@@ -28,7 +28,7 @@ def _finite(values) -> list[float]:
 def training_curves(results: dict[str, Any]) -> Figure:
     fig = Figure(figsize=(8, 4.2), layout="constrained")
     ax = fig.subplots()
-    for i, (name, r) in enumerate(results["configs"].items()):
+    for i, r in enumerate(results["configs"].values()):
         hist = r["history"]
         epochs = [h["epoch"] + 1 for h in hist]
         if hist and "val_loss" in hist[0]:
@@ -46,7 +46,7 @@ def training_curves(results: dict[str, Any]) -> Figure:
                 ls="--",
                 label=f"{r['label']}: windowed val",
             )
-    for j, (name, value) in enumerate(results.get("baseline", {}).items()):
+    for name, value in results.get("baseline", {}).items():
         if results["loss"] == "mse":
             ax.axhline(value, color="grey", ls=":", lw=1)
             ax.annotate(
