@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from statefulrnn import __version__, losses, records
+from statefulrnn.data.scaling import Scaling
 from statefulrnn.data.schedule import pack
 from statefulrnn.data.sequences import Sequences
 from statefulrnn.model.rnn import StatefulRNN
@@ -75,6 +76,14 @@ def _windowed_test(data: TaskData, limit: int | None) -> Sequences:
     return data.test[list(range(limit))]
 
 
+def _history_to_target_units(history, variance: float) -> None:
+    """MSE values of a standardized run, multiplied back into the targets' units."""
+    for row in history:
+        for k in ("loss", "val_loss", "val_loss_windowed"):
+            if isinstance(row.get(k), float):
+                row[k] *= variance
+
+
 def run_config(
     cfg: Config, data: TaskData, *, verbose: int, windowed_limit: int | None, device=None
 ) -> dict[str, Any]:
@@ -91,17 +100,28 @@ def run_config(
     if "cut" in fit_args:
         train = train.cut(fit_args.pop("cut"))  # one long series spread over several lanes
     fit_args.setdefault("loss", data.loss)
+    val, test, win_test = data.val, data.test, _windowed_test(data, windowed_limit)
+    scaling = None
+    if fit_args.pop("standardize", False):
+        # inputs and targets standardized on the training steps; predictions scored in target units
+        scaling = Scaling.fit(train)
+        train, val = scaling.apply(train), scaling.apply(val)
+        test, win_test = scaling.apply(test, targets=False), scaling.apply(win_test, targets=False)
     t0 = time.perf_counter()
-    history = fit(model, train, data.val, seed=cfg.seed, verbose=verbose, **fit_args)
+    history = fit(model, train, val, seed=cfg.seed, verbose=verbose, **fit_args)
     train_seconds = time.perf_counter() - t0
+    if scaling is not None:
+        _history_to_target_units(history, float(np.mean(scaling.y.std**2)))
 
     t0 = time.perf_counter()
-    st = stateful_outputs(model, data.test)
+    st = stateful_outputs(model, test)
     st_seconds = time.perf_counter() - t0
-    win_test = _windowed_test(data, windowed_limit)
     t0 = time.perf_counter()
     win = windowed_outputs(model, win_test, window=cfg.predict_window, burn_in=cfg.predict_burn_in)
     win_seconds = time.perf_counter() - t0
+    if scaling is not None:
+        st, win = scaling.y.invert(st), scaling.y.invert(win)
+    win_test = _windowed_test(data, windowed_limit)
     st_on_win = st[: pack(win_test).offsets[-1]]
     return {
         "label": cfg.label,

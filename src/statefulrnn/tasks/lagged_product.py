@@ -59,7 +59,13 @@ def generate(p: dict, seed: int) -> TaskData:
         loss="mse",
         metric="loss",
         baseline={"zero predictor": zero_mse(test)},
-        notes=["Test series are fresh (another generator seed), unlike the seed's."],
+        notes=[
+            "Test series are fresh (another generator seed), unlike the seed's.",
+            "The targets' spread is about 0.08, which keeps raw-data training on the zero predictor's "
+            "plateau for many epochs; the 'standardized' configuration scales inputs and targets on the "
+            "training steps (as `statefulrnn train` does) and is scored in the original units; its "
+            "history is shown in original units too.",
+        ],
     )
 
 
@@ -102,6 +108,23 @@ def configs(p: dict) -> list[Config]:
             predict_window=p["window"],
             origin="statefulrnn",
         ),
+        Config(
+            "stateful-recommended-std",
+            "the same, inputs and targets standardized (statefulrnn)",
+            lstm,
+            {
+                "mode": "stateful",
+                "window": 200,
+                "batch_size": 32,
+                "epochs": p["epochs"],
+                "optimizer": "adam",
+                "lr": 3e-3,
+                "clip": 1.0,
+                "standardize": True,
+            },
+            predict_window=p["window"],
+            origin="statefulrnn",
+        ),
     ]
 
 
@@ -123,16 +146,20 @@ def claims(p: dict, results: dict) -> list[Claim]:
                     else ("left the plateau" if left else "stayed on the plateau"),
                 )
             )
-    if "stateful-recommended" in c:
-        mse = c["stateful-recommended"]["test"]["stateful"]["loss"]
-        out.append(
-            Claim(
-                f"statefulrnn's recipe beats the seed's {SEED_MSE} within {p['epochs']} epochs",
-                str(SEED_MSE),
-                f"{mse:.4g} vs zero predictor {zero:.4g}",
-                "better than seed" if mse < SEED_MSE else "worse than seed",
+    for name, how in (
+        ("stateful-recommended", "raw data"),
+        ("stateful-recommended-std", "standardized"),
+    ):
+        if name in c:
+            mse = c[name]["test"]["stateful"]["loss"]
+            out.append(
+                Claim(
+                    f"statefulrnn's recipe ({how}) beats the seed's {SEED_MSE} within {p['epochs']} epochs",
+                    str(SEED_MSE),
+                    f"{mse:.4g} vs zero predictor {zero:.4g}",
+                    "better than seed" if mse < SEED_MSE else "worse than seed",
+                )
             )
-        )
     return out
 
 
