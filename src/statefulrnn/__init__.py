@@ -9,6 +9,7 @@ from statefulrnn.data import Chunk, Schedule, Sequences, stateful_schedule, stat
 from statefulrnn.keras import from_keras
 from statefulrnn.model import RecurrentModel, State, StatefulRNN, load_model
 from statefulrnn.predict import evaluate, predict
+from statefulrnn.streams import StreamPool
 from statefulrnn.train import Callback, EarlyStopping, History, TrainConfig, TrainingDiverged, fit
 
 __version__ = "0.1.0"
@@ -27,6 +28,7 @@ __all__ = [
     "Schedule",
     "Sequences",
     "State",
+    "StreamPool",
     "StatefulRNN",
     "from_keras",
     "load_model",

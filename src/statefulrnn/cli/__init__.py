@@ -11,6 +11,7 @@ COMMANDS = {
     "tasks": "tasks",
     "compare": "compare",
     "import-keras": "import_keras",
+    "stream": "stream",
 }
 
 

@@ -106,6 +106,13 @@ class RecurrentModel(nn.Module):
                 f"received {tuple(x.shape)}."
             )
 
+    def export_onnx(self, path: str | Path, **kwargs: Any) -> Path:
+        """Write the single-step function to ONNX, state as explicit inputs and outputs
+        (statefulrnn.export; needs the `onnx` extra)."""
+        from statefulrnn.export import export_onnx  # optional dependency: imported on use
+
+        return export_onnx(self, path, **kwargs)
+
     # ------------------------------------------------------------- identity and files
     def identity(self) -> str:
         """A hash of the architecture and every weight: two models with equal identity compute the same."""

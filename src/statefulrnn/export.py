@@ -1,0 +1,91 @@
+"""Export a model's single step to ONNX, with the state as explicit inputs and outputs.
+
+Knows the RecurrentModel interface only (forward, state_spec); needs the optional `onnx`
+extra (`pip install statefulrnn[onnx]`). The exported graph is what a stream server runs
+without Python, one call per step, carrying the state itself:
+
+    inputs:   x [B, F],  h [L, B, H] (, c [L, B, H] for LSTM)      one tensor per state name
+    outputs:  y [B, O],  h_next [L, B, H] (, c_next [L, B, H])     B is dynamic
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from statefulrnn.model.base import RecurrentModel
+from statefulrnn.model.state import State
+
+OPSET = 17
+
+# The legacy (TorchScript) exporter is the one that needs no extra packages (the newer one
+# wants onnxscript); these are the warnings it gives for this graph, all understood:
+QUIET = [
+    (DeprecationWarning, r".*legacy TorchScript-based ONNX export.*"),
+    (DeprecationWarning, r"The feature will be removed.*"),
+    # nn.LSTM's forward checks its input with Python bools; they are shape checks, constant
+    # for every batch, so the trace is right for any batch size (the test runs a different B)
+    (torch.jit.TracerWarning, r"Converting a tensor to a Python boolean.*"),
+    # advice to pass h0/c0 as inputs: which is what this export does
+    (UserWarning, r"Exporting a model to ONNX with a batch_size other than 1.*"),
+]
+
+
+class _Step(nn.Module):
+    """forward(x [B, F], *state) -> (y [B, O], *next_state): one step of `model`."""
+
+    def __init__(self, model: RecurrentModel, names: tuple[str, ...]):
+        super().__init__()
+        self.model, self.names = model, names
+
+    def forward(self, x: Tensor, *state: Tensor):
+        y, new = self.model(x.unsqueeze(1), State(tuple(state), self.names))
+        return (y[:, 0], *new.tensors)
+
+
+def export_onnx(
+    model: RecurrentModel, path: str | Path, *, batch_size: int = 2, opset: int = OPSET
+) -> Path:
+    """Write `model`'s single step to `path` (.onnx): inputs x and the state, outputs y and
+    the next state (names: "x", each state name, "y", each name + "_next"). Returns the path."""
+    try:
+        import onnx  # noqa: F401  (the exporter needs it)
+    except ImportError:
+        raise ImportError(
+            "ONNX export needs the onnx package: pip install 'statefulrnn[onnx]'."
+        ) from None
+    names = model.state_spec()[1]
+    state = model.zero_state(batch_size).tensors
+    x = torch.zeros(batch_size, model.input_size, device=model.device, dtype=model.dtype)
+    inputs = ["x", *names]
+    outputs = ["y", *(f"{n}_next" for n in names)]
+    batch_axis = {"x": {0: "batch"}, "y": {0: "batch"}}
+    batch_axis.update({n: {1: "batch"} for n in [*names, *outputs[1:]]})
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")  # written whole, then renamed into place
+    was_training = model.training
+    model.eval()
+    try:
+        with warnings.catch_warnings():
+            for category, message in QUIET:
+                warnings.filterwarnings("ignore", message=message, category=category)
+            torch.onnx.export(
+                _Step(model, names),
+                (x, *state),
+                str(tmp),
+                input_names=inputs,
+                output_names=outputs,
+                dynamic_axes=batch_axis,
+                opset_version=opset,
+                dynamo=False,
+            )
+        os.replace(tmp, path)
+    finally:
+        model.train(was_training)
+        tmp.unlink(missing_ok=True)
+    return path

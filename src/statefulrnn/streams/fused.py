@@ -1,0 +1,309 @@
+"""StatefulRNN's step computed in place on a work buffer: the pool's fast path.
+
+Knows the inside of StatefulRNN (LSTM, GRU and tanh-RNN layers, a linear head) and the row
+layout of streams/layout.py; nothing about ids or files. Gives the numbers of
+`model.forward` (float32 within 1e-5; the tests check every cell, depth and batch size).
+
+The work buffer puts the step's input in front of the state, so every layer's product reads
+one contiguous column range, and one GEMM per layer and step does all the gates:
+
+    # LSTM, 2 layers, F inputs, H hidden: one row of the work buffer
+    #   | x (F) | h0 (H) | h1 (H) | c0 (H) | c1 (H) |
+    #   [ layer 0 ------]                           layer 0 reads [x, h0], writes h0, c0
+    #           [ layer 1 ------]                   layer 1 reads [h0 (new), h1], writes h1, c1
+    #
+    #   gates [B, 4H] = [x, h] @ [W_ih, W_hh]^T + (b_ih + b_hh), gate order [i, f, o, g]
+
+Three ways to run it, by batch size; each has its own pre-scaled copy of the weights:
+- few rows on the CPU: numpy (a numpy call costs ~0.5 µs, a torch call ~1.5 µs), with
+  sigmoid(a) = (1 + tanh(a/2)) / 2, so one tanh pass does every gate;
+- a middling batch: torch, exact sigmoid and tanh;
+- B * H >= SIGMOID_TANH_MIN: torch, tanh(a) = 2 sigmoid(2a) - 1, because tanh is ~10x slower
+  than sigmoid on the CPUs we measured, and three cheap passes beat one slow one.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from statefulrnn.model.rnn import StatefulRNN
+from statefulrnn.streams.layout import Layout
+
+NUMPY_MAX_ROWS = 16  # CPU calls with at most this many streams run in numpy
+SIGMOID_TANH_MIN = 2048  # B * H from which torch computes tanh through sigmoid
+WORKSPACES = 8  # work buffers kept, by batch size (the latest used)
+GATES = {"lstm": 4, "gru": 4, "rnn": 1}  # gate columns per hidden unit (GRU: r, z, n_x, n_h)
+
+
+def fused_kernel(model, layout: Layout) -> FusedKernel | None:
+    """The fused kernel for this model, or None if the fused path does not cover it."""
+    if type(model) is not StatefulRNN or type(model.head) is not nn.Linear:
+        return None
+    for layer in model.layers:
+        plain = (
+            layer.num_layers == 1
+            and layer.bias
+            and not layer.bidirectional
+            and getattr(layer, "proj_size", 0) == 0
+            and getattr(layer, "nonlinearity", "tanh") == "tanh"
+        )
+        if not plain:
+            return None
+    return FusedKernel(model, layout)
+
+
+def scatter(slab: Tensor, idx: Tensor, rows: Tensor) -> None:
+    """slab[idx] = rows. On the CPU through numpy: torch's index_copy_ is ~7x slower there."""
+    if slab.device.type == "cpu" and slab.dtype in (torch.float32, torch.float64):
+        slab.numpy()[idx.numpy()] = rows.numpy()
+    else:
+        slab.index_copy_(0, idx, rows)
+
+
+class _Workspace:
+    """Preallocated buffers and their views for one batch size (a view costs ~1 µs to make).
+    With `numpy`, every view is a numpy array over the same memory."""
+
+    def __init__(self, k: FusedKernel, batch: int, numpy: bool):
+        f, h, n = k.input_size, k.hidden, k.num_layers
+        kw = {"device": k.device, "dtype": k.dtype}
+        buf = torch.zeros(batch, f + k.layout.width, **kw)
+        gates = torch.empty(batch, GATES[k.cell] * h, **kw)
+        v = (lambda t: t.numpy()) if numpy else (lambda t: t)
+        self.numpy = numpy
+        self.state_t = buf[:, f:]  # torch view: the gather/scatter target
+        self.state, self.x = v(buf[:, f:]), v(buf[:, :f])
+        lo = [0] + [f + i * h for i in range(n - 1)]
+        self.inp = [v(buf[:, lo[i] : f + (i + 1) * h]) for i in range(n)]
+        self.h = [v(buf[:, f + i * h : f + (i + 1) * h]) for i in range(n)]
+        c0 = f + n * h
+        self.c = [v(buf[:, c0 + i * h : c0 + (i + 1) * h]) for i in range(n)]
+        self.gates = v(gates)
+        self.parts = [v(gates[:, j * h : (j + 1) * h]) for j in range(GATES[k.cell])]
+        self.tmp = v(torch.empty(batch, h, **kw))
+        self.scaled = "half" if numpy else ("twice" if batch * h >= SIGMOID_TANH_MIN else "exact")
+        # the gates that take a sigmoid: LSTM [i, f, o] (and g in "twice"), GRU [r, z]
+        sig = {"lstm": 4 if self.scaled == "twice" else 3, "gru": 2, "rnn": 0}[k.cell]
+        self.sig = v(gates[:, : sig * h])
+
+
+class FusedKernel:
+    """StatefulRNN (LSTM, GRU, tanh-RNN; any depth) stepped in place: one GEMM per layer and
+    step, no allocation per step. Eval semantics (no dropout), no gradients."""
+
+    def __init__(self, model: StatefulRNN, layout: Layout):
+        self.model, self.layout, self.cell = model, layout, model.cell
+        self.input_size, self.hidden = model.input_size, model.hidden_size
+        self.num_layers = model.num_layers
+        self._params = list(model.parameters())
+        self._key = None
+        self._refresh()
+
+    # ------------------------------------------------------------- weights
+    def target(self) -> tuple[torch.device, torch.dtype]:
+        """Rebuild the fused weights if the model changed; the device and dtype of the rows."""
+        self._refresh()
+        return self.device, self.dtype
+
+    def _refresh(self) -> None:
+        # In-place updates (optimizer steps, load_state_dict) bump _version; .to() moves the
+        # data. The parameter list is cached (model.parameters() costs more than the check),
+        # so a parameter replaced by a new object is not seen: make a new pool for that.
+        key = [(p.data_ptr(), p._version) for p in self._params]
+        if key == self._key:
+            return
+        head = self.model.head
+        self.device, self.dtype = head.weight.device, head.weight.dtype
+        self.numpy_ok = self.device.type == "cpu" and self.dtype in (torch.float32, torch.float64)
+        with torch.no_grad():
+            self.weights = {"exact": [], "twice": [], "half": []}
+            for layer in self.model.layers:
+                w, b, sig_rows, tanh_rows = self._fuse(layer)
+                for name, rows, factor in (
+                    ("exact", None, 1),
+                    ("twice", tanh_rows, 2),
+                    ("half", sig_rows, 0.5),
+                ):
+                    ws, bs = w.clone(), b.clone()
+                    if rows is not None:
+                        ws[rows] *= factor
+                        bs[rows] *= factor
+                    self.weights[name].append((ws.t().contiguous(), bs.contiguous()))
+            self.head_w = head.weight.detach().t().contiguous()
+            self.head_b = head.bias.detach().clone() if head.bias is not None else None
+        if self.numpy_ok:
+            self.np_weights = [(w.numpy(), b.numpy()) for w, b in self.weights["half"]]
+            self.np_head = (
+                self.head_w.numpy(),
+                None if self.head_b is None else self.head_b.numpy(),
+            )
+        self._workspaces: dict[int, _Workspace] = {}
+        self._key = key
+
+    def _fuse(self, layer: nn.Module):
+        """W [G, in + H], b [G] of one layer (gates reordered for contiguous slices), and the
+        rows that feed a sigmoid and a tanh."""
+        w_ih, w_hh = layer.weight_ih_l0.detach(), layer.weight_hh_l0.detach()
+        b_ih, b_hh = layer.bias_ih_l0.detach(), layer.bias_hh_l0.detach()
+        h = self.hidden
+        if self.cell == "lstm":
+            # torch's order is [i, f, g, o]; ours [i, f, o, g] puts the sigmoid gates together
+            order = torch.cat(
+                [torch.arange(0, 2 * h), torch.arange(3 * h, 4 * h), torch.arange(2 * h, 3 * h)]
+            ).to(w_ih.device)
+            w = torch.cat([w_ih, w_hh], dim=1)[order]
+            return w, (b_ih + b_hh)[order], slice(0, 3 * h), slice(3 * h, 4 * h)
+        if self.cell == "gru":
+            # r and z see x and h together; n = tanh(n_x + r * n_h) needs its halves apart
+            w = torch.cat(
+                [
+                    torch.cat([w_ih[: 2 * h], w_hh[: 2 * h]], dim=1),
+                    torch.cat([w_ih[2 * h :], torch.zeros_like(w_hh[2 * h :])], dim=1),
+                    torch.cat([torch.zeros_like(w_ih[2 * h :]), w_hh[2 * h :]], dim=1),
+                ]
+            )
+            b = torch.cat([b_ih[: 2 * h] + b_hh[: 2 * h], b_ih[2 * h :], b_hh[2 * h :]])
+            return w, b, slice(0, 2 * h), slice(2 * h, 4 * h)
+        return torch.cat([w_ih, w_hh], dim=1), b_ih + b_hh, None, slice(0, h)
+
+    def _workspace(self, batch: int, numpy: bool) -> _Workspace:
+        ws = self._workspaces.pop(batch, None)
+        if ws is None:
+            ws = _Workspace(self, batch, numpy)
+            while len(self._workspaces) >= WORKSPACES:
+                self._workspaces.pop(next(iter(self._workspaces)))
+        self._workspaces[batch] = ws  # the most recent last
+        return ws
+
+    # ------------------------------------------------------------- steps
+    def step(self, slab: Tensor, idx: Tensor, x: Tensor) -> Tensor:
+        """Advance the streams in rows `idx` of `slab` by x [B, k, F]; return y [B, k, O].
+        Call `target()` first: it refreshes the weights."""
+        batch = x.shape[0]
+        if self.numpy_ok and batch <= NUMPY_MAX_ROWS:
+            ws = self._workspace(batch, numpy=True)
+            slab_np, idx_np = slab.numpy(), idx.numpy()
+            ws.state[...] = slab_np[idx_np]  # gather
+            y = self._run_numpy(ws, x.numpy())
+            slab_np[idx_np] = ws.state  # scatter
+            return torch.from_numpy(y)
+        ws = self._workspace(batch, numpy=False)
+        torch.index_select(slab, 0, idx, out=ws.state_t)  # gather
+        y = self._run_torch(ws, x)
+        scatter(slab, idx, ws.state_t)
+        return y
+
+    def _run_torch(self, ws: _Workspace, x: Tensor) -> Tensor:
+        layer = {"lstm": self._lstm, "gru": self._gru, "rnn": self._rnn}[self.cell]
+        weights, last = self.weights[ws.scaled], ws.h[-1]
+        if x.shape[1] == 1:
+            ws.x.copy_(x.reshape(x.shape[0], -1))
+            for i, (w, b) in enumerate(weights):
+                layer(ws, i, w, b)
+            return self._head(last).unsqueeze(1)
+        ys = torch.empty(
+            x.shape[1], x.shape[0], self.head_w.shape[1], device=self.device, dtype=self.dtype
+        )
+        for xs, y in zip(x.unbind(1), ys.unbind(0)):
+            ws.x.copy_(xs)
+            for i, (w, b) in enumerate(weights):
+                layer(ws, i, w, b)
+            self._head(last, out=y)
+        return ys.transpose(0, 1).contiguous()
+
+    def _head(self, h: Tensor, out: Tensor | None = None) -> Tensor:
+        if self.head_b is None:
+            return torch.mm(h, self.head_w, out=out)
+        return torch.addmm(self.head_b, h, self.head_w, out=out)
+
+    def _lstm(self, ws: _Workspace, i: int, w: Tensor, b: Tensor) -> None:
+        h, c, (ig, fg, og, gg) = ws.h[i], ws.c[i], ws.parts
+        torch.addmm(b, ws.inp[i], w, out=ws.gates)
+        ws.sig.sigmoid_()
+        if ws.scaled == "twice":
+            # gg holds sigmoid(2g), so i * tanh(g) = 2 * i * gg - i
+            c.mul_(fg).addcmul_(ig, gg, value=2).sub_(ig)
+            torch.mul(c, 2, out=ws.tmp).sigmoid_()
+            # h = o * tanh(c) = 2 * o * sigmoid(2c) - o, computed as -(o - 2 * o * tmp)
+            torch.addcmul(og, og, ws.tmp, value=-2, out=h).neg_()
+        else:
+            gg.tanh_()
+            c.mul_(fg).addcmul_(ig, gg)
+            torch.tanh(c, out=h).mul_(og)
+
+    def _gru(self, ws: _Workspace, i: int, w: Tensor, b: Tensor) -> None:
+        h, (r, z, nx, nh) = ws.h[i], ws.parts
+        torch.addmm(b, ws.inp[i], w, out=ws.gates)
+        ws.sig.sigmoid_()
+        nx.addcmul_(r, nh)  # n's pre-activation (twice it, in the "twice" weights)
+        if ws.scaled == "twice":
+            nx.sigmoid_().mul_(2).sub_(1)
+        else:
+            nx.tanh_()
+        h.sub_(nx).mul_(z).add_(nx)  # h' = n + z * (h - n) = (1 - z) * n + z * h
+
+    def _rnn(self, ws: _Workspace, i: int, w: Tensor, b: Tensor) -> None:
+        torch.addmm(b, ws.inp[i], w, out=ws.gates)
+        if ws.scaled == "twice":
+            torch.mul(ws.gates.sigmoid_(), 2, out=ws.h[i]).sub_(1)
+        else:
+            torch.tanh(ws.gates, out=ws.h[i])
+
+    # numpy, for a few rows: the same steps with sigmoid(a) = (1 + tanh(a/2)) / 2, whose
+    # halved pre-activations are in the "half" weights (numpy's exp would warn on overflow)
+    def _run_numpy(self, ws: _Workspace, x: np.ndarray) -> np.ndarray:
+        layer = {"lstm": self._np_lstm, "gru": self._np_gru, "rnn": self._np_rnn}[self.cell]
+        head_w, head_b = self.np_head
+        if x.shape[1] == 1:  # the latency case: no output buffer to lay out
+            ws.x[...] = x[:, 0]
+            for i, (w, b) in enumerate(self.np_weights):
+                layer(ws, i, w, b)
+            y = ws.h[-1] @ head_w
+            if head_b is not None:
+                y += head_b
+            return y[:, None]
+        ys = np.empty((x.shape[1], x.shape[0], head_w.shape[1]), dtype=ws.state.dtype)
+        for s in range(x.shape[1]):
+            ws.x[...] = x[:, s]
+            for i, (w, b) in enumerate(self.np_weights):
+                layer(ws, i, w, b)
+            np.matmul(ws.h[-1], head_w, out=ys[s])
+            if head_b is not None:
+                np.add(ys[s], head_b, out=ys[s])
+        return np.ascontiguousarray(ys.transpose(1, 0, 2))
+
+    @staticmethod
+    def _np_gates(ws: _Workspace, i: int, w: np.ndarray, b: np.ndarray) -> None:
+        g, s = ws.gates, ws.sig
+        np.matmul(ws.inp[i], w, out=g)
+        np.add(g, b, out=g)
+        np.tanh(s, out=s)  # tanh(a/2) of the sigmoid gates ...
+        np.multiply(s, 0.5, out=s)
+        np.add(s, 0.5, out=s)  # ... made sigmoid(a)
+
+    def _np_lstm(self, ws: _Workspace, i: int, w: np.ndarray, b: np.ndarray) -> None:
+        h, c, (ig, fg, og, gg) = ws.h[i], ws.c[i], ws.parts
+        self._np_gates(ws, i, w, b)
+        np.tanh(gg, out=gg)
+        np.multiply(c, fg, out=c)
+        np.multiply(ig, gg, out=ws.tmp)
+        np.add(c, ws.tmp, out=c)
+        np.tanh(c, out=h)
+        np.multiply(h, og, out=h)
+
+    def _np_gru(self, ws: _Workspace, i: int, w: np.ndarray, b: np.ndarray) -> None:
+        h, (r, z, nx, nh) = ws.h[i], ws.parts
+        self._np_gates(ws, i, w, b)
+        np.multiply(r, nh, out=nh)
+        np.add(nx, nh, out=nx)
+        np.tanh(nx, out=nx)
+        np.subtract(h, nx, out=h)
+        np.multiply(h, z, out=h)
+        np.add(h, nx, out=h)
+
+    def _np_rnn(self, ws: _Workspace, i: int, w: np.ndarray, b: np.ndarray) -> None:
+        np.matmul(ws.inp[i], w, out=ws.gates)
+        np.add(ws.gates, b, out=ws.gates)
+        np.tanh(ws.gates, out=ws.h[i])

@@ -1,0 +1,412 @@
+"""StreamPool: many open-ended sequences (streams), stepped together, one state per stream id.
+
+Knows models only through the RecurrentModel interface (and, for speed, the fused kernels in
+streams/kernels.py); knows nothing about training or schedules. Every state lives in one
+preallocated slab, a row per stream, so a call is gather -> one batched run -> scatter:
+
+    # slab [rows, D]: row = one stream's whole state (LSTM, 1 layer: | h (H) | c (H) |)
+    #   slot 0: "a"   slot 1: "b"   slot 2: free   slot 3: "c"     grows by doubling
+    # step(["c", "a"], x [2, k, F]):
+    #   gather rows [3, 0] -> run k steps for both in one call -> scatter rows back to [3, 0]
+
+Unknown ids start from a zero state. With a capacity, the least recently used streams are
+evicted when a call needs room: written to `spill_dir` (and read back transparently when they
+return) or, without one, forgotten (they restart from zero). One lock guards every call.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Hashable, Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from statefulrnn.model.base import RecurrentModel
+from statefulrnn.model.state import State
+from statefulrnn.streams import store
+from statefulrnn.streams.kernels import make_kernel
+from statefulrnn.streams.layout import Layout
+
+FREE = np.iinfo(np.int64).max  # last-use tick of a free slot: never the least recent
+FIRST_ROWS = 16
+_SAVED = object()
+_NUMPY = {
+    torch.float32: np.dtype(np.float32),
+    torch.float64: np.dtype(np.float64),
+}  # StreamPool.load: use the capacity stored in the file
+
+
+class StreamPool:
+    """One recurrent state per stream id; `step(ids, x)` advances those streams together.
+
+    `pool.step(ids, x)`: x `[len(ids), k, F]` (numpy or tensor, k >= 1 steps per stream) ->
+    y `[len(ids), k, O]` of the same kind, every stream's state carried to the next call.
+    All streams of one call go through one batched recurrent run; an id may appear once per
+    call. `capacity`: at most that many states in memory (least recently used evicted first);
+    `spill_dir`: where evicted states go and come back from. Runs the model in eval mode
+    without gradients; `fused=False` always calls `model.forward` (the fused path gives the
+    same numbers, faster, for StatefulRNN).
+    """
+
+    def __init__(
+        self,
+        model: RecurrentModel,
+        capacity: int | None = None,
+        spill_dir: str | Path | None = None,
+        *,
+        fused: bool = True,
+    ):
+        if not isinstance(model, RecurrentModel):
+            raise TypeError(
+                f"StreamPool needs a statefulrnn RecurrentModel; received {type(model).__name__}."
+            )
+        if capacity is not None and (
+            isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1
+        ):
+            raise ValueError(f"capacity must be None or an integer >= 1; received {capacity!r}.")
+        self.model, self.capacity = model, capacity
+        self.spill_dir = Path(spill_dir) if spill_dir is not None else None
+        if self.spill_dir is not None:
+            self.spill_dir.mkdir(parents=True, exist_ok=True)
+        self._layout = Layout(model)
+        self._kernel = make_kernel(model, self._layout, fused)
+        self._lock = threading.RLock()
+        self._slot: dict[Hashable, int] = {}  # held stream id -> slab row
+        self._owner: list[Hashable | None] = []  # slab row -> stream id (None: free)
+        self._free: list[int] = []
+        self._last = np.zeros(0, dtype=np.int64)  # slab row -> tick of its last use
+        self._tick = 0
+        self._spilled: dict[Hashable, Path | None] = {}  # evicted to disk (None: zero state)
+        device, dtype = self._kernel_target()
+        self._slab = torch.zeros(0, self._layout.width, device=device, dtype=dtype)
+        self.evictions = 0  # streams evicted so far (spilled or forgotten)
+
+    # ------------------------------------------------------------- the public calls
+    def step(self, ids: Iterable[Hashable], x) -> Any:
+        """Advance streams `ids` by x [len(ids), k, F]; return y [len(ids), k, O]."""
+        ids = ids if isinstance(ids, list) else list(ids)
+        as_numpy = not isinstance(x, Tensor)
+        with self._lock:
+            device, dtype = self._kernel_target()
+            xt = self._as_input(x, len(ids), device, dtype)
+            if not ids:
+                y = xt.new_zeros(0, xt.shape[1], self.model.output_size)
+            else:
+                slots = self._slots(ids)
+                idx = torch.from_numpy(slots)
+                if idx.device != device:
+                    idx = idx.to(device)
+                y = self._kernel.step(self._slab, idx, xt)
+        if not as_numpy:
+            return y
+        return (
+            y.numpy()
+            if y.device.type == "cpu" and not y.requires_grad
+            else y.detach().cpu().numpy()
+        )
+
+    def reset(self, stream_id: Hashable) -> None:
+        """Zero one stream's state: it starts a new sequence at its next step."""
+        with self._lock:
+            if stream_id in self._slot:
+                self._slab[self._slot[stream_id]].zero_()
+            elif stream_id in self._spilled:
+                self._unlink(self._spilled[stream_id])
+                self._spilled[stream_id] = None
+            else:
+                raise KeyError(self._unknown(stream_id))
+
+    def drop(self, stream_id: Hashable) -> None:
+        """Forget one stream (its state, in memory or spilled)."""
+        with self._lock:
+            if stream_id in self._slot:
+                self._release(self._slot[stream_id])
+            elif stream_id in self._spilled:
+                self._unlink(self._spilled.pop(stream_id))
+            else:
+                raise KeyError(self._unknown(stream_id))
+
+    def ids(self) -> list[Hashable]:
+        """Every stream the pool knows, held or spilled, least recently used first."""
+        with self._lock:
+            held = sorted(self._slot, key=lambda i: self._last[self._slot[i]])
+            return [*self._spilled, *held]
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._slot) + len(self._spilled)
+
+    def __contains__(self, stream_id: Hashable) -> bool:
+        with self._lock:
+            return stream_id in self._slot or stream_id in self._spilled
+
+    @property
+    def held(self) -> int:
+        """Streams whose state is in memory (the rest are spilled)."""
+        return len(self._slot)
+
+    def state(self, stream_id: Hashable) -> State:
+        """A copy of one stream's state (a State with one lane)."""
+        with self._lock:
+            return self._layout.to_state(self._rows([stream_id]))
+
+    def __repr__(self) -> str:
+        cap = "" if self.capacity is None else f", capacity={self.capacity}"
+        return (
+            f"StreamPool({type(self.model).__name__}, {len(self)} streams, "
+            f"{self.held} held{cap}, kernel={type(self._kernel).__name__})"
+        )
+
+    # ------------------------------------------------------------- save and load
+    def save(self, path: str | Path) -> Path:
+        """Write every stream's state, the ids and the model's identity to one safetensors
+        file (JSON in its metadata), atomically."""
+        with self._lock:
+            ids = self.ids()
+            state = self._layout.to_state(self._rows(ids))
+            meta = {
+                "model_identity": self.model.identity(),
+                "model_kind": self.model.kind,
+                "ids": ids,
+                "names": list(self._layout.names),
+                "shapes": [list(s) for s in self._layout.shapes],
+                "capacity": self.capacity,
+            }
+            store.write_pool(path, dict(zip(self._layout.names, state.tensors)), meta)
+        return Path(path)
+
+    @classmethod
+    def load(
+        cls,
+        path: str | Path,
+        model: RecurrentModel,
+        *,
+        capacity: Any = _SAVED,
+        spill_dir: str | Path | None = None,
+        fused: bool = True,
+    ) -> StreamPool:
+        """A pool with the streams saved at `path`; `model` must be the one that made them.
+
+        `capacity` defaults to the saved pool's; if it holds more streams than that, the least
+        recently used go to `spill_dir` (which is then required).
+        """
+        meta, tensors = store.read_pool(path)
+        identity = model.identity()
+        if meta.get("model_identity") != identity:
+            raise ValueError(
+                f"{path} holds stream states of model {str(meta.get('model_identity'))[:12]} "
+                f"({meta.get('model_kind')}), but this model is {identity[:12]} "
+                f"({model.kind}): a state means nothing to other weights. Load the model "
+                "checkpoint that served these streams."
+            )
+        pool = cls(
+            model, meta.get("capacity") if capacity is _SAVED else capacity, spill_dir, fused=fused
+        )
+        layout = pool._layout
+        if meta.get("names") != list(layout.names) or meta.get("shapes") != [
+            list(s) for s in layout.shapes
+        ]:
+            raise ValueError(
+                f"{path}: saved state names/shapes {meta.get('names')} {meta.get('shapes')} "
+                f"differ from the model's {list(layout.names)} {layout.shapes}."
+            )
+        ids = meta["ids"]
+        device, dtype = pool._slab.device, pool._slab.dtype
+        rows = layout.to_rows(State(tuple(tensors[n] for n in layout.names), layout.names))
+        rows = rows.to(device=device, dtype=dtype)
+        keep = len(ids) if pool.capacity is None else min(len(ids), pool.capacity)
+        spill = len(ids) - keep
+        if spill and pool.spill_dir is None:
+            raise ValueError(
+                f"{path} holds {len(ids)} streams but capacity is {pool.capacity}; "
+                "give a spill_dir for the rest, or a larger capacity."
+            )
+        with pool._lock:
+            for i in range(spill):  # the least recently used, straight to disk
+                pool._spilled[ids[i]] = store.write_spill(pool.spill_dir, ids[i], rows[i])
+            if keep:
+                pool._tick += 1
+                slots = pool._take(keep)
+                for n, (sid, slot) in enumerate(zip(ids[spill:], slots)):
+                    pool._slot[sid] = slot
+                    pool._owner[slot] = sid
+                    pool._last[slot] = pool._tick + n  # keeps the saved recency order
+                pool._tick += keep
+                idx = torch.as_tensor(slots, dtype=torch.long, device=device)
+                pool._slab.index_copy_(0, idx, rows[spill:])
+        return pool
+
+    # ------------------------------------------------------------- internals
+    def _kernel_target(self) -> tuple[torch.device, torch.dtype]:
+        """The model's current device and dtype; the slab follows the model if it moved."""
+        device, dtype = self._kernel.target()
+        slab = getattr(self, "_slab", None)
+        if slab is not None and (slab.device != device or slab.dtype != dtype):
+            self._slab = slab.to(device=device, dtype=dtype)
+        return device, dtype
+
+    def _as_input(self, x, n: int, device, dtype) -> Tensor:
+        if isinstance(x, Tensor):
+            xt = x.detach().to(device=device, dtype=dtype)
+        elif (
+            isinstance(x, np.ndarray)
+            and x.dtype == _NUMPY.get(dtype)
+            and x.flags.writeable
+            and device.type == "cpu"
+        ):
+            xt = torch.from_numpy(x)  # no copy: the kernel reads it once, before returning
+        else:
+            xt = torch.as_tensor(np.asarray(x), dtype=dtype, device=device)
+        f = self.model.input_size
+        if xt.dim() != 3 or xt.shape[0] != n or xt.shape[2] != f or xt.shape[1] < 1:
+            raise ValueError(
+                f"expected x of shape [{n}, k, {f}] (one row per id, k >= 1 steps, {f} "
+                f"features); received {tuple(xt.shape)}. For one step per stream use x[:, None]."
+            )
+        return xt
+
+    def _slots(self, ids: list) -> np.ndarray:
+        """Slab rows of `ids` (admitting new, spilled and evicting as needed); marks them used."""
+        self._tick += 1
+        try:  # the common case: every stream is held
+            slots = np.fromiter(map(self._slot.__getitem__, ids), dtype=np.int64, count=len(ids))
+        except (KeyError, TypeError):
+            slots = self._admit(ids)
+        else:
+            if len(ids) > 1 and np.bincount(slots).max() > 1:
+                self._duplicates(ids)
+        self._last[slots] = self._tick
+        return slots
+
+    def _admit(self, ids: list) -> np.ndarray:
+        for sid in ids:
+            if sid not in self._slot:
+                _check_id(sid)
+        if len(set(ids)) != len(ids):
+            self._duplicates(ids)
+        if self.capacity is not None and len(ids) > self.capacity:
+            raise ValueError(
+                f"one call steps {len(ids)} streams but the pool's capacity is {self.capacity}; "
+                "split the call or raise the capacity."
+            )
+        held = [self._slot[i] for i in ids if i in self._slot]
+        self._last[held] = self._tick  # this call's streams are the most recent: never evicted
+        new = [_normal_id(i) for i in ids if i not in self._slot]
+        slots_new = self._take(len(new))
+        fresh, back, rows = [], [], []
+        for sid, slot in zip(new, slots_new):
+            self._slot[sid] = slot
+            self._owner[slot] = sid
+            if sid in self._spilled:  # it returns: read its state back
+                path = self._spilled.pop(sid)
+                if path is None:
+                    fresh.append(slot)
+                else:
+                    back.append(slot)
+                    rows.append(store.read_spill(path))
+                    self._unlink(path)
+            else:
+                fresh.append(slot)
+        slab = self._slab
+        if fresh:
+            slab.index_fill_(0, torch.as_tensor(fresh, device=slab.device), 0.0)
+        if back:
+            row_t = torch.stack(rows).to(device=slab.device, dtype=slab.dtype)
+            slab.index_copy_(0, torch.as_tensor(back, device=slab.device), row_t)
+        return np.fromiter((self._slot[i] for i in ids), dtype=np.int64, count=len(ids))
+
+    def _take(self, n: int) -> list[int]:
+        """n free slab rows: free ones first, then by growing, then by evicting the LRU."""
+        short = n - len(self._free)
+        if short > 0:
+            rows = self._slab.shape[0]
+            limit = self.capacity if self.capacity is not None else rows + short
+            if rows < limit:
+                self._grow(min(limit, max(2 * rows, rows + short, FIRST_ROWS)))
+            short = n - len(self._free)
+        if short > 0:
+            for slot in np.argpartition(self._last, short - 1)[:short].tolist():
+                self._evict(slot)
+        return [self._free.pop() for _ in range(n)]
+
+    def _grow(self, rows: int) -> None:
+        old = self._slab
+        slab = torch.zeros(rows, old.shape[1], device=old.device, dtype=old.dtype)
+        slab[: old.shape[0]] = old
+        self._slab = slab
+        self._last = np.concatenate([self._last, np.full(rows - len(self._last), FREE)])
+        self._owner.extend([None] * (rows - len(self._owner)))
+        self._free.extend(range(rows - 1, old.shape[0] - 1, -1))  # pop() gives low rows first
+
+    def _evict(self, slot: int) -> None:
+        sid = self._owner[slot]
+        if self.spill_dir is not None:
+            self._spilled[sid] = store.write_spill(self.spill_dir, sid, self._slab[slot])
+        self._release(slot)
+        self.evictions += 1
+
+    def _release(self, slot: int) -> None:
+        del self._slot[self._owner[slot]]
+        self._owner[slot] = None
+        self._last[slot] = FREE
+        self._free.append(slot)
+
+    def _rows(self, ids: list) -> Tensor:
+        """Copies of the state rows of `ids` (held or spilled), without admitting them."""
+        out = torch.zeros(len(ids), self._layout.width, dtype=self._slab.dtype)
+        at, slots = [], []
+        for n, sid in enumerate(ids):
+            if sid in self._slot:
+                at.append(n)
+                slots.append(self._slot[sid])
+            elif sid in self._spilled:
+                path = self._spilled[sid]
+                if path is not None:
+                    out[n] = store.read_spill(path)
+            else:
+                raise KeyError(self._unknown(sid))
+        if at:
+            held = self._slab.index_select(0, torch.as_tensor(slots, device=self._slab.device))
+            out.index_copy_(0, torch.as_tensor(at), held.cpu())
+        return out
+
+    @staticmethod
+    def _unlink(path: Path | None) -> None:
+        if path is not None:
+            path.unlink(missing_ok=True)
+
+    def _unknown(self, stream_id) -> str:
+        return f"no stream {stream_id!r} in this pool ({len(self)} streams)."
+
+    @staticmethod
+    def _duplicates(ids: list) -> None:
+        seen, dup = set(), []
+        for i in ids:
+            if i in seen and i not in dup:
+                dup.append(i)
+            seen.add(i)
+        raise ValueError(
+            f"stream ids {dup[:5]} appear more than once in one step call; a call advances each "
+            "stream once by k steps. Put a stream's consecutive steps in x[:, k] instead."
+        )
+
+
+def _check_id(sid) -> None:
+    if isinstance(sid, bool) or not isinstance(sid, (str, int, np.integer, np.str_)):
+        raise TypeError(
+            f"stream ids must be str or int (they are saved as JSON); received {sid!r} "
+            f"({type(sid).__name__})."
+        )
+
+
+def _normal_id(sid):
+    """numpy scalars as plain Python values, so ids save as JSON."""
+    if isinstance(sid, np.integer):
+        return int(sid)
+    if isinstance(sid, np.str_):
+        return str(sid)
+    return sid
