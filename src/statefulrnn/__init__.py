@@ -6,6 +6,7 @@ models carry state across chunks through PyTorch's fused kernels; prediction is 
 """
 
 from statefulrnn.data import Chunk, Schedule, Sequences, stateful_schedule, stateless_schedule
+from statefulrnn.data.files import read_sequences
 from statefulrnn.keras import from_keras
 from statefulrnn.model import RecurrentModel, State, StatefulRNN, load_model
 from statefulrnn.predict import evaluate, predict
@@ -32,6 +33,7 @@ __all__ = [
     "StatefulRNN",
     "from_keras",
     "load_model",
+    "read_sequences",
     "stateful_schedule",
     "stateless_schedule",
 ]

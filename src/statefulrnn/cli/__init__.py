@@ -12,6 +12,9 @@ COMMANDS = {
     "compare": "compare",
     "import-keras": "import_keras",
     "stream": "stream",
+    "train": "train",
+    "predict": "predict",
+    "evaluate": "evaluate",
 }
 
 

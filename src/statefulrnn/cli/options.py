@@ -1,0 +1,203 @@
+"""Options of the table commands (train, predict, evaluate): flags over a TOML config file.
+
+    resolved = defaults  <  config file (top level, then its [train] / [predict] / [evaluate]
+                            table)  <  flags given on the command line
+
+Every flag is declared with default None, so "given" and "not given" stay apart. A config key
+is the flag's long name, with dashes or underscores (`batch-size` or `batch_size`); lists may
+be TOML arrays or comma-separated strings. An unknown key is an error that names the file.
+"""
+
+from __future__ import annotations
+
+import difflib
+import sys
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+COMMANDS = ("train", "predict", "evaluate")
+
+
+class OptionError(ValueError):
+    """A bad option value or config file; the message names the option (and file)."""
+
+
+def names(value) -> tuple[str, ...]:
+    """Column names from `a,b` or a list."""
+    items = value.split(",") if isinstance(value, str) else list(value)
+    out = tuple(str(v).strip() for v in items)
+    if not out or any(not v for v in out):
+        raise OptionError(f"expected comma-separated column names; received {value!r}.")
+    return out
+
+
+def ints(value) -> tuple[int, ...]:
+    items = (
+        value.split(",")
+        if isinstance(value, str)
+        else (value if isinstance(value, list) else [value])
+    )
+    try:
+        return tuple(int(v) for v in items)
+    except (TypeError, ValueError):
+        raise OptionError(f"expected comma-separated integers; received {value!r}.") from None
+
+
+def _number(kind):
+    def convert(value):
+        if isinstance(value, bool) or (kind is int and isinstance(value, float)):
+            raise OptionError(f"expected {kind.__name__}; received {value!r}.")
+        try:
+            return kind(value)
+        except (TypeError, ValueError):
+            raise OptionError(f"expected {kind.__name__}; received {value!r}.") from None
+
+    convert.__name__ = kind.__name__
+    return convert
+
+
+integer, number = _number(int), _number(float)
+
+
+def _text(value) -> str:
+    if not isinstance(value, (str, Path)):
+        raise OptionError(f"expected text; received {value!r}.")
+    return str(value)
+
+
+def _flag(value) -> bool:
+    if not isinstance(value, bool):
+        raise OptionError(f"expected true or false; received {value!r}.")
+    return value
+
+
+def _optional_number(value):
+    if isinstance(value, str) and value.lower() in ("none", "off"):
+        return None
+    return number(value)
+
+
+# option -> converter, for every option of every table command (a config file may hold all)
+CONVERT: dict[str, Any] = {
+    "data": _text,
+    "model": _text,
+    "out": _text,
+    "output": _text,
+    "id": _text,
+    "time": _text,
+    "weight": _text,
+    "features": names,
+    "targets": names,
+    "horizon": integer,
+    "fill": _text,
+    "drop": _flag,
+    "sort": _flag,
+    "mode": _text,
+    "window": integer,
+    "batch_size": integer,
+    "epochs": integer,
+    "cell": _text,
+    "hidden": integer,
+    "layers": integer,
+    "lr": number,
+    "val": number,
+    "patience": integer,
+    "clip": _optional_number,
+    "seed": integer,
+    "tail": number,
+    "season": ints,
+    "plot": _text,
+    "no_plot": _flag,
+    "json": _text,
+}
+
+
+def load_config(path: str | Path, command: str) -> dict[str, Any]:
+    """The options a config file gives `command`: its top level, then its [command] table."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            raw = tomllib.load(f)
+    except FileNotFoundError:
+        raise OptionError(f"{path}: no such config file.") from None
+    except tomllib.TOMLDecodeError as err:
+        raise OptionError(f"{path}: not valid TOML: {err}") from None
+    flat = {k: v for k, v in raw.items() if not (k in COMMANDS and isinstance(v, dict))}
+    flat.update(raw.get(command, {}) if isinstance(raw.get(command), dict) else {})
+    out = {}
+    for key, value in flat.items():
+        k = key.replace("-", "_")
+        if k not in CONVERT:
+            close = difflib.get_close_matches(k, list(CONVERT), n=1)
+            hint = f" Did you mean {close[0].replace('_', '-')!r}?" if close else ""
+            raise OptionError(f"{path}: unknown option {key!r}.{hint}")
+        try:
+            out[k] = CONVERT[k](value)
+        except OptionError as err:
+            raise OptionError(f"{path}: option {key!r}: {err}") from None
+    return out
+
+
+def resolve(args, command: str, defaults: dict[str, Any]) -> dict[str, Any]:
+    """defaults < config file < flags; only the options this command's parser declares."""
+    given = {k: v for k, v in vars(args).items() if k not in ("run", "command", "config")}
+    resolved = {k: defaults.get(k) for k in given}
+    if getattr(args, "config", None):
+        resolved.update({k: v for k, v in load_config(args.config, command).items() if k in given})
+    resolved.update({k: v for k, v in given.items() if v is not None})
+    return resolved
+
+
+def require(opts: dict[str, Any], *keys: str) -> None:
+    missing = [k for k in keys if opts.get(k) in (None, (), "")]
+    if missing:
+        flags = ", ".join(_flag_name(k) for k in missing)
+        it = "it" if len(missing) == 1 else "them"
+        raise OptionError(f"missing {flags}: give {it} on the command line or in the config file.")
+
+
+def _flag_name(key: str) -> str:
+    positional = {"data": "DATA", "model": "MODEL_DIR"}
+    return positional.get(key, "--" + key.replace("_", "-"))
+
+
+def fail(command: str, err: BaseException) -> int:
+    """Print a library error as one clear line (no traceback) and return exit status 1."""
+    print(f"statefulrnn {command}: error: {err}", file=sys.stderr)
+    return 1
+
+
+def add_config(parser) -> None:
+    parser.add_argument(
+        "--config",
+        metavar="FILE.toml",
+        help="read options from a TOML file; flags given here override it",
+    )
+
+
+def add_read_options(parser, defaults: dict[str, Any] | None = None) -> None:
+    """--fill, --drop, --sort: how missing values and unsorted rows are handled."""
+    g = parser.add_argument_group("reading the table")
+    g.add_argument(
+        "--fill",
+        choices=["forward"],
+        default=None,
+        help="fill a missing value with the id's last value (default: missing values are errors)",
+    )
+    g.add_argument(
+        "--drop",
+        action="store_true",
+        default=None,
+        help="drop rows with missing values; the report counts them",
+    )
+    g.add_argument(
+        "--sort",
+        action="store_true",
+        default=None,
+        help="sort each id by time (default: rows out of time order are an error)",
+    )

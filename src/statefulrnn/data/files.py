@@ -1,0 +1,104 @@
+"""Table files: read CSV or Parquet into a DataFrame or straight into sequences; write outputs.
+
+Knows file formats and their errors, nothing of models. The format comes from the suffix
+(`.csv`, `.tsv`, either compressed with `.gz`/`.bz2`/`.xz`/`.zip`/`.zst`; `.parquet`, `.pq`);
+a file that does not read as its suffix says is an error that names it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from statefulrnn.data.frames import TableSequences, _pandas, from_frame
+
+FORMATS = {".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".pq": "parquet"}
+COMPRESSION = (".gz", ".bz2", ".xz", ".zip", ".zst")
+
+
+def table_format(path: str | Path) -> str:
+    """'csv', 'tsv' or 'parquet' from the file's suffix; an error for anything else."""
+    suffixes = [s.lower() for s in Path(path).suffixes]
+    if suffixes and suffixes[-1] in COMPRESSION:
+        suffixes = suffixes[:-1]
+    kind = FORMATS.get(suffixes[-1]) if suffixes else None
+    if kind is None:
+        got = "".join(Path(path).suffixes) or "no suffix"
+        raise ValueError(
+            f"{path}: not a CSV or Parquet file ({got}); give a .csv, .tsv or .parquet file."
+        )
+    return kind
+
+
+def read_table(path: str | Path):
+    """The file as a DataFrame; errors name the file and, where pandas says, the line."""
+    pd = _pandas()
+    path = Path(path)
+    kind = table_format(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file.")
+    try:
+        if kind == "parquet":
+            return pd.read_parquet(path)
+        return pd.read_csv(path, sep="\t" if kind == "tsv" else ",")
+    except UnicodeDecodeError:
+        raise ValueError(
+            f"{path}: not a text {kind.upper()} file (it does not decode as text)."
+        ) from None
+    except pd.errors.EmptyDataError:
+        raise ValueError(
+            f"{path}: the file is empty; it needs a header row and data rows."
+        ) from None
+    except pd.errors.ParserError as err:
+        raise ValueError(f"{path}: not a well-formed {kind.upper()} file: {err}") from None
+    except (OSError, ValueError) as err:
+        if kind != "parquet":
+            raise
+        raise ValueError(f"{path}: could not be read as Parquet: {err}") from None
+
+
+def read_sequences(
+    path: str | Path,
+    *,
+    id: str | None = None,
+    time: str | None = None,
+    features=(),
+    targets=(),
+    weight: str | None = None,
+    horizon: int = 0,
+    fill: str | None = None,
+    drop: bool = False,
+    sort: bool = False,
+    min_length: int = 1,
+) -> TableSequences:
+    """Sequences from a CSV or Parquet file; the arguments are those of `Sequences.from_frame`.
+
+    Errors name the file and the row (for CSV also its line) or column.
+    """
+    df = read_table(path)
+    return from_frame(
+        df,
+        id=id,
+        time=time,
+        features=features,
+        targets=targets,
+        weight=weight,
+        horizon=horizon,
+        fill=fill,
+        drop=drop,
+        sort=sort,
+        min_length=min_length,
+        source=str(path),
+        line_offset=2 if table_format(path) in ("csv", "tsv") else None,
+    )
+
+
+def write_table(df, path: str | Path) -> Path:
+    """Write a DataFrame as CSV, TSV or Parquet by the suffix of `path`."""
+    path = Path(path)
+    kind = table_format(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if kind == "parquet":
+        df.to_parquet(path, index=False)
+    else:
+        df.to_csv(path, index=False, sep="\t" if kind == "tsv" else ",")
+    return path

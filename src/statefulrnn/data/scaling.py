@@ -1,0 +1,78 @@
+"""Per-column standardization, fitted on training sequences only and saved as plain numbers.
+
+Knows Sequences and numpy, not models. Inputs are fitted over every training step, targets
+over the scored training steps (weight > 0), so nothing of a validation tail leaks in. A
+column that is constant in the training data keeps scale 1 (it is only shifted).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from statefulrnn.data.sequences import Sequences
+
+
+@dataclass(frozen=True)
+class Standardizer:
+    """(a - mean) / std per column; `invert` undoes it."""
+
+    mean: np.ndarray  # [C]
+    std: np.ndarray  # [C], > 0
+
+    @classmethod
+    def fit(cls, rows: np.ndarray) -> Standardizer:
+        """Fit on rows [N, C]."""
+        if rows.shape[0] == 0:
+            raise ValueError("cannot fit a standardizer on zero rows.")
+        mean = rows.mean(0)
+        std = rows.std(0)
+        std = np.where(std > 1e-12 * np.maximum(np.abs(mean), 1.0), std, 1.0)
+        return cls(mean, std)
+
+    def apply(self, a: np.ndarray) -> np.ndarray:
+        return (a - self.mean) / self.std
+
+    def invert(self, a: np.ndarray) -> np.ndarray:
+        return a * self.std + self.mean
+
+    def to_dict(self, names: list[str] | tuple[str, ...]) -> dict[str, Any]:
+        return {"columns": list(names), "mean": self.mean.tolist(), "std": self.std.tolist()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Standardizer:
+        return cls(np.asarray(d["mean"], dtype=np.float64), np.asarray(d["std"], dtype=np.float64))
+
+
+@dataclass(frozen=True)
+class Scaling:
+    """Standardizers for inputs (`x`) and targets (`y`)."""
+
+    x: Standardizer
+    y: Standardizer
+
+    @classmethod
+    def fit(cls, train: Sequences) -> Scaling:
+        """x over every step of `train`, y over its scored steps only."""
+        x = Standardizer.fit(np.concatenate(train.xs))
+        y_rows = np.concatenate([y[w > 0] for y, w in zip(train.ys, train.ws)])
+        return cls(x, Standardizer.fit(y_rows))
+
+    def apply(self, seqs: Sequences, *, targets: bool = True) -> Sequences:
+        """Scaled copies; `targets=False` scales inputs only (targets left as they are)."""
+        xs = [self.x.apply(x) for x in seqs.xs]
+        ys = [self.y.apply(y) for y in seqs.ys] if targets else list(seqs.ys)
+        return Sequences(xs, ys, list(seqs.ws))
+
+    def invert(self, outputs: list[np.ndarray]) -> list[np.ndarray]:
+        """Model outputs back in the targets' units."""
+        return [self.y.invert(o) for o in outputs]
+
+    def to_dict(self, features, targets) -> dict[str, Any]:
+        return {"x": self.x.to_dict(features), "y": self.y.to_dict(targets)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Scaling:
+        return cls(Standardizer.from_dict(d["x"]), Standardizer.from_dict(d["y"]))

@@ -1,0 +1,172 @@
+"""Predict and evaluate a table-trained model on a CSV or Parquet file, in the user's units.
+
+Inputs are scaled with the training statistics saved in the model folder; outputs are scaled
+back before anything is written or scored. Evaluation runs both prediction modes (stateful:
+one pass carrying state; windowed: a fresh pass over the last `window` steps, as a stateless
+model is used) and, if asked, a seasonal-naive baseline on the same steps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from statefulrnn.data.files import read_sequences, write_table
+from statefulrnn.data.frames import TableSequences
+from statefulrnn.predict import error_by_step, predict
+from statefulrnn.tabular.baseline import seasonal_lag, seasonal_naive
+from statefulrnn.tabular.bundle import Bundle, load_bundle
+
+MODES = ("stateful", "windowed")
+
+
+def _read(bundle: Bundle, data, *, targets: bool, **read) -> TableSequences:
+    spec = bundle.spec
+    opts = {k: bundle.read.get(k) for k in ("fill", "drop", "sort")}
+    opts.update({k: v for k, v in read.items() if v is not None})
+    return read_sequences(
+        data,
+        id=spec.id,
+        time=spec.time,
+        features=spec.features,
+        targets=spec.targets if targets else (),
+        weight=spec.weight if targets else None,
+        horizon=spec.horizon,
+        fill=opts["fill"],
+        drop=bool(opts["drop"]),
+        sort=bool(opts["sort"]),
+    )
+
+
+def outputs(bundle: Bundle, seqs, mode: str, window: int | None = None) -> list[np.ndarray]:
+    """Per-sequence outputs [T_i, O] in the targets' units."""
+    if mode not in MODES:
+        raise ValueError(f"unknown prediction mode {mode!r}; choose one of {MODES}.")
+    scaled = bundle.scaling.apply(seqs, targets=False)
+    w = (window or bundle.window) if mode == "windowed" else None
+    return bundle.scaling.invert(predict(bundle.model, scaled, mode=mode, window=w))
+
+
+def pred_columns(bundle: Bundle) -> list[str]:
+    return [f"{t}_pred" for t in bundle.spec.targets]
+
+
+def predict_table(
+    model_dir, data, *, mode: str = "stateful", window: int | None = None, out=None, **read
+):
+    """A DataFrame with one row per row of `data`: its id and time columns, then
+    `<target>_pred` = the prediction made at that row (for the target `horizon` rows later).
+    Written to `out` (.csv/.tsv/.parquet) when given. Returns (frame, read report)."""
+    bundle = load_bundle(model_dir)
+    seqs = _read(bundle, data, targets=False, **read)
+    frame = seqs.frame(outputs(bundle, seqs, mode, window), pred_columns(bundle))
+    if out is not None:
+        write_table(frame, out)
+    return frame, seqs.report
+
+
+# --------------------------------------------------------------------------- evaluation
+@dataclass
+class Evaluation:
+    """Metrics per column ("stateful", "windowed", "seasonal naive s=..."), in target units."""
+
+    targets: list[str]
+    columns: dict[str, dict[str, float]] = field(default_factory=dict)
+    by_step: dict[str, np.ndarray] = field(default_factory=dict)  # mean squared error per step
+    report: Any = None
+
+    def table(self) -> str:
+        names = list(self.columns)
+        keys = list(dict.fromkeys(k for c in self.columns.values() for k in c))
+        width = max(len(k) for k in keys) + 2
+        cw = [max(12, len(n)) for n in names]
+        lines = [" " * width + "  ".join(n.rjust(w) for n, w in zip(names, cw))]
+        for k in keys:
+            cells = [_fmt(self.columns[n].get(k)) for n in names]
+            lines.append(k.ljust(width) + "  ".join(c.rjust(w) for c, w in zip(cells, cw)))
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"targets": self.targets, "columns": self.columns}
+
+
+def _fmt(v) -> str:
+    if v is None or (isinstance(v, float) and not np.isfinite(v)):
+        return "-"
+    if isinstance(v, int):
+        return str(v)
+    return f"{v:.4g}" if abs(v) < 1e5 else f"{v:.4e}"
+
+
+def metrics(preds, seqs, ws, targets, y_std) -> dict[str, float]:
+    """Weighted over scored steps: loss (MSE of standardized targets, what training
+    minimizes), then rmse and mae per target in its own units, and the step count."""
+    p = np.concatenate(preds)
+    y = np.concatenate(seqs.ys)
+    w = np.concatenate(ws)
+    keep = w > 0
+    p, y, w = p[keep], y[keep], w[keep]
+    err = p - y
+    out: dict[str, Any] = {"loss": float((w @ (err / y_std) ** 2).sum() / w.sum() / len(targets))}
+    for j, t in enumerate(targets):
+        out[f"rmse {t}"] = float(np.sqrt(w @ err[:, j] ** 2 / w.sum()))
+        out[f"mae {t}"] = float(w @ np.abs(err[:, j]) / w.sum())
+    out["scored steps"] = int(keep.sum())
+    return out
+
+
+def evaluate_sequences(
+    bundle: Bundle, seqs: TableSequences, *, window: int | None = None, seasons=()
+) -> Evaluation:
+    """Both prediction modes (and seasonal-naive baselines) scored on `seqs`' weights."""
+    targets = list(bundle.spec.targets)
+    y_std = bundle.scaling.y.std
+    ev = Evaluation(targets, report=seqs.report)
+    window = window or bundle.window
+    for mode in MODES:
+        preds = outputs(bundle, seqs, mode, window)
+        name = "stateful" if mode == "stateful" else f"windowed {window}"
+        ev.columns[name] = metrics(preds, seqs, seqs.ws, targets, y_std)
+        ev.by_step[name] = error_by_step(np.concatenate(preds), seqs, "mse")
+    for s in seasons:
+        preds, avail = seasonal_naive(seqs, s, bundle.spec.horizon)
+        ws = [w * a for w, a in zip(seqs.ws, avail)]
+        name = f"naive s={s}"
+        if not any((w > 0).any() for w in ws):
+            raise ValueError(
+                f"no scored step has a value {seasonal_lag(s, bundle.spec.horizon)} rows "
+                f"earlier for the seasonal-naive baseline with season {s}; use a shorter season."
+            )
+        ev.columns[name] = metrics([np.nan_to_num(p) for p in preds], seqs, ws, targets, y_std)
+        only = seqs.with_weights(ws)
+        ev.by_step[name] = error_by_step(np.nan_to_num(np.concatenate(preds)), only, "mse")
+    return ev
+
+
+def evaluate_table(
+    model_dir,
+    data,
+    *,
+    window: int | None = None,
+    tail: float | None = None,
+    seasons=(),
+    plot: str | Path | None = None,
+    **read,
+) -> Evaluation:
+    """Score a model on a file with targets. `tail=f` scores only the last fraction f of each
+    id's target rows (the validation part of `statefulrnn train --val f`), while the stateful
+    pass still runs through the whole history. `plot` writes the error-by-step PNG."""
+    bundle = load_bundle(model_dir)
+    seqs = _read(bundle, data, targets=True, **read)
+    if tail:
+        _, seqs = seqs.tail_split(tail)
+    ev = evaluate_sequences(bundle, seqs, window=window, seasons=seasons)
+    if plot is not None:
+        from statefulrnn.tabular.plot import error_by_step_figure
+
+        fig = error_by_step_figure(ev.by_step, title=f"{Path(str(data)).name}: error by step")
+        fig.savefig(plot, dpi=110)
+    return ev

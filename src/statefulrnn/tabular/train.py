@@ -1,0 +1,203 @@
+"""Train a model from a CSV or Parquet file: read, split by time, scale, fit, save, summarize.
+
+The library call behind `statefulrnn train`. Validation is the tail of every id (the last
+`val` fraction of its target rows), never a random choice of ids: with one long series there
+is nothing else to split, and the model is judged on a future it has not seen. Scaling is
+fitted on the training rows only. A stateful model on fewer sequences than lanes gets each
+training sequence cut into contiguous pieces, so all `batch_size` lanes have work.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import MISSING, asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from statefulrnn import records
+from statefulrnn.data.files import read_sequences
+from statefulrnn.data.scaling import Scaling
+from statefulrnn.data.sequences import Sequences
+from statefulrnn.model import StatefulRNN
+from statefulrnn.model.rnn import CELLS
+from statefulrnn.tabular.bundle import Bundle, extra_for
+from statefulrnn.tabular.predict import Evaluation, evaluate_sequences
+from statefulrnn.train import EarlyStopping, History, fit
+
+MODES = ("stateful", "stateless")
+
+
+@dataclass(frozen=True)
+class TableTrainConfig:
+    """Everything `statefulrnn train` takes; written resolved into MODEL_DIR/extra.json."""
+
+    data: str  # CSV or Parquet file
+    out: str  # model folder to write (replaced if it exists)
+    features: tuple[str, ...]  # input columns
+    targets: tuple[str, ...]  # target columns (may also be features, with horizon >= 1)
+    id: str | None = None  # one sequence per distinct id; None: the whole table is one
+    time: str | None = None  # orders rows within an id; None: file order
+    weight: str | None = None  # per-row weight of the target (0 = not scored)
+    horizon: int = 0  # predict the targets this many rows ahead
+    fill: str | None = None  # "forward": carry an id's last value into missing cells
+    drop: bool = False  # drop rows with missing values (counted in the report)
+    sort: bool = False  # sort each id by time instead of refusing unsorted rows
+    mode: str = "stateful"  # "stateless": every window starts from a zero state
+    window: int = 50  # steps per chunk (stateful) or per window (stateless)
+    batch_size: int = 32  # lanes (stateful) or windows (stateless) per optimizer step
+    epochs: int = 20  # at most; early stopping may end sooner
+    cell: str = "lstm"  # "lstm", "gru" or "rnn"
+    hidden: int = 64  # hidden units per layer
+    layers: int = 1  # stacked recurrent layers
+    lr: float = 1e-3  # Adam's learning rate
+    val: float = 0.2  # fraction of each id's tail held out; 0: no validation
+    patience: int = 5  # epochs without a better validation loss before stopping; 0: never
+    clip: float | None = 1.0  # max gradient norm; None: no clipping
+    seed: int = 0  # weights, order of sequences and windows
+
+    def check(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}; received {self.mode!r}.")
+        if self.cell not in CELLS:
+            raise ValueError(f"cell must be one of {sorted(CELLS)}; received {self.cell!r}.")
+        if not 0.0 <= self.val < 1.0:
+            raise ValueError(f"val must be a fraction in [0, 1); received {self.val}.")
+        if not self.targets:
+            raise ValueError("name at least one target column (--targets).")
+        for name in ("window", "batch_size", "hidden", "layers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1; received {getattr(self, name)}.")
+        if self.epochs < 0 or self.patience < 0 or self.horizon < 0:
+            raise ValueError("epochs, patience and horizon must be >= 0.")
+
+
+def defaults() -> dict[str, Any]:
+    """Every option's default (those without one, `data` `out` `features` `targets`, left out)."""
+    return {f.name: f.default for f in fields(TableTrainConfig) if f.default is not MISSING}
+
+
+@dataclass
+class TrainResult:
+    history: History
+    evaluation: Evaluation  # on the validation tail (or the training data with val 0)
+    out: Path
+    best_epoch: int | None
+    stopped_early: bool
+    seconds: float
+    notes: list[str]
+
+    def summary(self) -> str:
+        ran = len(self.history)
+        lines = [f"model saved to {self.out}  ({ran} epochs, {self.seconds:.1f} s)"]
+        if self.best_epoch is not None:
+            why = "early stop" if self.stopped_early else "best of the run"
+            lines.append(f"weights of epoch {self.best_epoch + 1} kept ({why})")
+        lines += ["", self.evaluation.table()]
+        return "\n".join(lines)
+
+
+def lanes_for(train: Sequences, cfg: TableTrainConfig) -> int:
+    """Pieces to cut each training sequence into so `batch_size` lanes have work (stateful)."""
+    if cfg.mode != "stateful" or len(train) >= cfg.batch_size:
+        return 1
+    want = -(-cfg.batch_size // len(train))
+    # pieces of at least 4 windows, so truncated BPTT still sees state carried across chunks
+    longest_fit = int(train.lengths.min()) // (4 * cfg.window)
+    return max(1, min(want, longest_fit))
+
+
+def train_table(cfg: TableTrainConfig, *, echo: Callable[[str], None] = print) -> TrainResult:
+    cfg.check()
+    t0 = time.perf_counter()
+    read = {"fill": cfg.fill, "drop": cfg.drop, "sort": cfg.sort}
+    seqs = read_sequences(
+        cfg.data,
+        id=cfg.id,
+        time=cfg.time,
+        features=cfg.features,
+        targets=cfg.targets,
+        weight=cfg.weight,
+        horizon=cfg.horizon,
+        **read,
+    )
+    for line in seqs.report.lines():
+        echo(line)
+    if cfg.val > 0:
+        train, val = seqs.tail_split(cfg.val)
+        echo(
+            f"validation: the last {cfg.val:.0%} of each id's rows ({val.scored_steps} scored "
+            f"steps); training: the rows before ({train.scored_steps} scored steps)"
+        )
+    else:
+        train, val = seqs, None
+    scaling = Scaling.fit(train)  # training rows only: the tail never shapes the scale
+    train_s = scaling.apply(train)
+    val_s = scaling.apply(val) if val is not None else None
+    notes = []
+    parts = lanes_for(train_s, cfg)
+    if parts > 1:
+        train_s = train_s.cut(parts)
+        notes.append(
+            f"stateful: each training sequence cut into {parts} pieces to fill "
+            f"{cfg.batch_size} lanes ({len(train_s)} pieces; state starts at zero in each)"
+        )
+        echo(notes[-1])
+
+    batch_size = cfg.batch_size
+    if cfg.mode == "stateful" and len(train_s) < batch_size:
+        batch_size = len(train_s)  # a lane with no sequence would only compute zeros
+        notes.append(f"stateful: {batch_size} lanes, one per training sequence")
+        echo(notes[-1])
+
+    torch.manual_seed(cfg.seed)
+    model = StatefulRNN(
+        len(cfg.features), cfg.hidden, len(cfg.targets), cell=cfg.cell, num_layers=cfg.layers
+    )
+    monitor = "val_loss" if cfg.mode == "stateful" else "val_loss_windowed"
+    stopper = None
+    if val_s is not None and cfg.patience > 0:
+        stopper = EarlyStopping(monitor=monitor, patience=cfg.patience, restore_best=True)
+    history = fit(
+        model,
+        train_s,
+        val_s,
+        mode=cfg.mode,
+        window=cfg.window,
+        batch_size=batch_size,
+        epochs=cfg.epochs,
+        lr=cfg.lr,
+        clip=cfg.clip,
+        seed=cfg.seed,
+        callbacks=[stopper] if stopper else [],
+        verbose=1,
+    )
+    train_dict = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()}
+    extra = extra_for(seqs.spec, scaling, read, train_dict)
+    out = model.save(cfg.out, extra=extra)
+    bundle = Bundle(model, seqs.spec, scaling, read, train_dict)
+    evaluation = evaluate_sequences(bundle, val if val is not None else seqs, window=cfg.window)
+    best = history.best(monitor) if val_s is not None else None
+    result = TrainResult(
+        history=history,
+        evaluation=evaluation,
+        out=out,
+        best_epoch=best["epoch"] if best else None,
+        stopped_early=len(history) < cfg.epochs,
+        seconds=time.perf_counter() - t0,
+        notes=notes,
+    )
+    history.save(out / "history.json")
+    records.atomic_write_json(
+        out / "summary.json",
+        {
+            "evaluated_on": "validation tail" if val is not None else "training data",
+            "best_epoch": result.best_epoch,
+            "epochs_run": len(history),
+            "seconds": result.seconds,
+            **evaluation.to_dict(),
+        },
+    )
+    return result
