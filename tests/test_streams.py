@@ -390,10 +390,13 @@ def test_answer_batches_repeated_ids_in_order():
         np.testing.assert_allclose(got, whole(model, x), atol=TOL32)
 
 
+CLI = "import sys; from statefulrnn.cli import main; sys.exit(main())"
+
+
 def _stream(model_dir, state, **kw) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.Popen(
-        [sys.executable, "-m", "statefulrnn", "stream", str(model_dir), "--state", str(state)],
+        [sys.executable, "-c", CLI, "stream", str(model_dir), "--state", str(state)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -409,35 +412,44 @@ def test_stream_cli_survives_sigterm_with_state(tmp_path):
     lines = lines_for(make_xs([12, 9, 11], seed=4))
     half = len(lines) // 2
 
-    whole_run = _stream(tmp_path / "model", tmp_path / "once.safetensors")  # uninterrupted
-    first = _stream(tmp_path / "model", tmp_path / "state.safetensors")  # starts alongside
-    for line in lines[:half]:
-        first.stdin.write(line + "\n")
-    first.stdin.flush()  # stdin stays open: the process waits for more, like a server
-    got = [first.stdout.readline() for _ in range(half)]
-    first.send_signal(signal.SIGTERM)
-    rest, err = first.communicate(timeout=120)
-    assert first.returncode == 0, err
-    assert rest == "" and "stopped by signal" in err
-    assert (tmp_path / "state.safetensors").exists()
+    procs = []
+    try:
+        whole_run = _stream(tmp_path / "model", tmp_path / "once.safetensors")  # uninterrupted
+        first = _stream(tmp_path / "model", tmp_path / "state.safetensors")  # starts alongside
+        procs += [whole_run, first]
+        for line in lines[:half]:
+            first.stdin.write(line + "\n")
+        first.stdin.flush()  # stdin stays open: the process waits for more, like a server
+        got = [first.stdout.readline() for _ in range(half)]
+        first.send_signal(signal.SIGTERM)
+        rest, err = first.communicate(timeout=120)
+        assert first.returncode == 0, err
+        assert rest == "" and "stopped by signal" in err
+        assert (tmp_path / "state.safetensors").exists()
 
-    second = _stream(tmp_path / "model", tmp_path / "state.safetensors")
-    out, err = second.communicate("\n".join(lines[half:]) + "\n", timeout=120)
-    assert second.returncode == 0, err
-    assert "3 streams restored" in err
-    got += out.splitlines(keepends=True)
-    want, err = whole_run.communicate("\n".join(lines) + "\n", timeout=120)
-    assert whole_run.returncode == 0, err
+        second = _stream(tmp_path / "model", tmp_path / "state.safetensors")
+        procs.append(second)
+        out, err = second.communicate("\n".join(lines[half:]) + "\n", timeout=120)
+        assert second.returncode == 0, err
+        assert "3 streams restored" in err
+        got += out.splitlines(keepends=True)
+        want, err = whole_run.communicate("\n".join(lines) + "\n", timeout=120)
+        assert whole_run.returncode == 0, err
 
-    want = [json.loads(s) for s in want.splitlines()]
-    got = [json.loads(s) for s in got]
-    assert len(got) == len(want) == len(lines)
-    for g, w in zip(got, want):
-        if "error" in w:
-            assert g["error"].split(":", 1)[1] == w["error"].split(":", 1)[1]
-        else:
-            assert g["id"] == w["id"]
-            np.testing.assert_allclose(g["y"], w["y"], rtol=0, atol=TOL32)
+        want = [json.loads(s) for s in want.splitlines()]
+        got = [json.loads(s) for s in got]
+        assert len(got) == len(want) == len(lines)
+        for g, w in zip(got, want):
+            if "error" in w:
+                assert g["error"].split(":", 1)[1] == w["error"].split(":", 1)[1]
+            else:
+                assert g["id"] == w["id"]
+                np.testing.assert_allclose(g["y"], w["y"], rtol=0, atol=TOL32)
+    finally:
+        for p in procs:  # a failed assertion must not leave servers behind
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
 
 
 def test_stream_cli_reads_a_file_and_refuses_a_state_from_another_model(tmp_path, capsys):
