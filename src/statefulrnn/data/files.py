@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from statefulrnn.data.frames import TableSequences, _pandas, from_frame
+from statefulrnn.data.columns import pandas as _pandas
+from statefulrnn.data.frames import TableSequences, from_frame
 
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".pq": "parquet"}
 COMPRESSION = (".gz", ".bz2", ".xz", ".zip", ".zst")

@@ -15,81 +15,24 @@ and the row or column; gaps in time are reported, never filled in by guessing.
 
 from __future__ import annotations
 
-import difflib
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from statefulrnn.data.columns import (
+    TableReport,
+    TableSpec,
+    Where,
+    check_columns,
+    check_order,
+    numeric,
+    pandas,
+    report_gaps,
+    time_keys,
+)
 from statefulrnn.data.sequences import Sequences
 
 FILLS = (None, "forward")
-
-
-def _pandas():
-    try:
-        import pandas as pd
-    except ImportError:  # pragma: no cover - depends on the install
-        raise ImportError("reading tables needs pandas: pip install 'statefulrnn[data]'") from None
-    return pd
-
-
-@dataclass(frozen=True)
-class TableSpec:
-    """How table rows become sequences; saved with a model so new tables read the same way."""
-
-    features: tuple[str, ...]  # input columns, in order
-    targets: tuple[str, ...]  # target columns; () for inputs only (prediction)
-    id: str | None = None  # rows with equal id form one sequence; None: one sequence
-    time: str | None = None  # orders rows within an id; None: the table's order
-    weight: str | None = None  # per-row weight of the target (0 = not scored)
-    horizon: int = 0  # the target of a step is the target columns `horizon` rows later
-
-
-@dataclass
-class TableReport:
-    """What reading found: counts, the time step, gaps; `lines()` says it in words."""
-
-    source: str
-    rows: int  # rows in the table
-    sequences: int
-    steps: int  # rows kept as steps
-    dropped: int = 0  # rows dropped for missing values (drop=True)
-    dropped_by_column: dict[str, int] = field(default_factory=dict)
-    filled: int = 0  # values filled forward (fill="forward")
-    step: Any = None  # the most common time difference within an id
-    gaps: int = 0  # differences larger than `step`
-    examples: list[str] = field(default_factory=list)  # the first few gaps, in words
-
-    def lines(self) -> list[str]:
-        out = [f"{self.source}: {self.rows} rows -> {self.sequences} sequences, {self.steps} steps"]
-        if self.dropped:
-            cols = ", ".join(f"{c}: {n}" for c, n in self.dropped_by_column.items())
-            out.append(f"  dropped {self.dropped} rows with missing values ({cols})")
-        if self.filled:
-            out.append(f"  filled {self.filled} missing values forward")
-        if self.gaps:
-            out.append(
-                f"  {self.gaps} gaps in time (step {self.step}); rows are taken as consecutive:"
-            )
-            out += [f"    {e}" for e in self.examples]
-        return out
-
-
-class _Where:
-    """Names a row of the source: `data.csv line 7 (row 5)`; rows count from 0 after the header."""
-
-    def __init__(self, source: str, line_offset: int | None):
-        self.source, self.line_offset = source, line_offset
-
-    def __call__(self, row: int) -> str:
-        return f"{self.source} {self.short(row)}"
-
-    def short(self, row: int) -> str:
-        """The row without the source: `line 7 (row 5)`, or `row 5`."""
-        if self.line_offset is None:
-            return f"row {row}"
-        return f"line {row + self.line_offset} (row {row})"
 
 
 class TableSequences(Sequences):
@@ -213,73 +156,6 @@ def _columns(names) -> tuple[str, ...]:
     return tuple(names)
 
 
-def _check_columns(df, spec: TableSpec, source: str) -> None:
-    have = [str(c) for c in df.columns]
-    wanted = [("id", spec.id), ("time", spec.time), ("weight", spec.weight)]
-    wanted += [("feature", c) for c in spec.features] + [("target", c) for c in spec.targets]
-    for role, col in wanted:
-        if col is not None and col not in df.columns:
-            close = difflib.get_close_matches(str(col), have, n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise ValueError(f"{source}: no {role} column {col!r}; the columns are {have}.{hint}")
-    if not spec.features:
-        raise ValueError(f"{source}: name at least one feature column (features=[...]).")
-    if spec.horizon == 0:
-        both = [c for c in spec.targets if c in spec.features]
-        if both:
-            raise ValueError(
-                f"{source}: {both[0]!r} is both a feature and a target with horizon 0, so the "
-                "model would see the answer. Predict ahead with horizon >= 1."
-            )
-
-
-def _numeric(pd, df, col: str, where: _Where) -> np.ndarray:
-    s = df[col]
-    if pd.api.types.is_bool_dtype(s) or pd.api.types.is_numeric_dtype(s):
-        a = s.to_numpy(dtype=np.float64, na_value=np.nan)
-    else:
-        num = pd.to_numeric(s, errors="coerce")
-        bad = (num.isna() & s.notna()).to_numpy()
-        if bad.any():
-            i = int(np.argmax(bad))
-            raise ValueError(
-                f"{where(i)}, column {col!r}: {s.iloc[i]!r} is not a number. "
-                "Feature, target and weight columns must be numeric."
-            )
-        a = num.to_numpy(dtype=np.float64, na_value=np.nan)
-    if np.isinf(a).any():
-        i = int(np.argmax(np.isinf(a)))
-        raise ValueError(f"{where(i)}, column {col!r}: {a[i]} is not a finite number.")
-    return a
-
-
-def _time_keys(pd, s, col: str, where: _Where) -> np.ndarray:
-    """Numbers that order the time column: the values themselves, or datetimes in ns."""
-    if s.isna().any():
-        i = int(np.argmax(s.isna().to_numpy()))
-        raise ValueError(f"{where(i)}, column {col!r}: the time is missing; every row needs one.")
-    if pd.api.types.is_bool_dtype(s):
-        raise ValueError(f"{where.source}: time column {col!r} holds booleans, not times.")
-    if pd.api.types.is_numeric_dtype(s):
-        return s.to_numpy(dtype=np.float64)
-    if not pd.api.types.is_datetime64_any_dtype(s):
-        num = pd.to_numeric(s, errors="coerce")
-        if num.notna().all():
-            return num.to_numpy(dtype=np.float64)
-        dt = pd.to_datetime(s, errors="coerce", format="ISO8601", utc=True)
-        if dt.isna().any():
-            dt = pd.to_datetime(s, errors="coerce", format="mixed", utc=True)
-        if dt.isna().any():
-            i = int(np.argmax(dt.isna().to_numpy()))
-            raise ValueError(
-                f"{where(i)}, column {col!r}: {s.iloc[i]!r} is neither a number nor a date/time."
-            )
-        s = dt
-    if getattr(s.dt, "tz", None) is not None:
-        s = s.dt.tz_convert("UTC").dt.tz_localize(None)
-    return s.to_numpy(dtype="datetime64[ns]").astype(np.int64)
-
-
 def from_frame(
     df,
     *,
@@ -306,7 +182,7 @@ def from_frame(
     the id's last value) or `drop=True` (drop the row; `report` counts them). `source` and
     `line_offset` (2 for a CSV with a header) name rows in messages.
     """
-    pd = _pandas()
+    pd = pandas()
     if fill not in FILLS:
         raise ValueError(f"fill must be None or 'forward'; received {fill!r}.")
     if not isinstance(horizon, (int, np.integer)) or isinstance(horizon, bool) or horizon < 0:
@@ -319,8 +195,8 @@ def from_frame(
         weight=weight,
         horizon=int(horizon),
     )
-    _check_columns(df, spec, source)
-    where = _Where(source, line_offset)
+    check_columns(df, spec, source)
+    where = Where(source, line_offset)
     n_rows = len(df)
     if n_rows == 0:
         raise ValueError(f"{source}: the table has no rows.")
@@ -328,7 +204,7 @@ def from_frame(
     # -- numbers: x, raw targets, weights; each column checked once, in file order
     used = list(spec.features) + list(spec.targets) + ([weight] if weight else [])
     cols = list(dict.fromkeys(used))
-    vals = np.stack([_numeric(pd, df, c, where) for c in cols], axis=1)  # [rows, C]
+    vals = np.stack([numeric(pd, df, c, where) for c in cols], axis=1)  # [rows, C]
 
     # -- grouping and order
     if id is not None:
@@ -340,12 +216,12 @@ def from_frame(
         id_values = list(uniques)
     else:
         codes, id_values = np.zeros(n_rows, dtype=np.int64), [None]
-    keys = _time_keys(pd, df[time], time, where) if time is not None else np.arange(n_rows) * 1.0
+    keys = time_keys(pd, df[time], time, where) if time is not None else np.arange(n_rows) * 1.0
     order = np.lexsort((keys, codes)) if sort else np.argsort(codes, kind="stable")
     g = codes[order]
     k = keys[order]
     same = g[1:] == g[:-1]
-    _check_order(k, same, order, g, id_values, df, time, where)
+    check_order(k, same, order, g, id_values, df, time, where)
 
     # -- missing values: fill forward within an id, then drop or refuse what is left
     v = vals[order]
@@ -442,7 +318,7 @@ def from_frame(
         filled=filled,
     )
     if time is not None:
-        _report_gaps(pd, report, tkeys, rows, id_values, df[time], where)
+        report_gaps(pd, report, tkeys, rows, id_values, df[time], where)
     index_cols = [c for c in (id, time) if c is not None]
     return TableSequences(
         xs,
@@ -455,55 +331,3 @@ def from_frame(
         report=report,
         index=df[index_cols].copy() if index_cols else pd.DataFrame(index=df.index),
     )
-
-
-def _check_order(k, same, order, g, id_values, df, time, where: _Where) -> None:
-    """Times must strictly increase within an id: name the first offending row in file order."""
-    d = np.diff(k)
-    bad = same & (d <= 0)
-    if not bad.any():
-        return
-    at = np.flatnonzero(bad)
-    p = at[np.argmin(np.maximum(order[at], order[at + 1]))]
-    r0, r1 = int(order[p]), int(order[p + 1])
-    a, b = sorted((r0, r1))
-    who = "the table" if id_values == [None] else f"id {id_values[g[p]]!r}"
-    tv = df[time]
-    if d[p] == 0:
-        raise ValueError(
-            f"{where(b)}: {who} has time {tv.iloc[b]} twice (also at "
-            f"{where.short(a)}). Each id needs one row per time; remove or aggregate the duplicates."
-        )
-    raise ValueError(
-        f"{where(r1)}: {who} is not sorted by time: time {tv.iloc[r1]} comes after "
-        f"{tv.iloc[r0]} ({where.short(r0)}). Sort the rows by id and time, or pass "
-        "sort=True (--sort)."
-    )
-
-
-def _report_gaps(pd, report: TableReport, tkeys, rows, id_values, times, where) -> None:
-    diffs = [np.diff(t) for t in tkeys if len(t) > 1]
-    if not diffs:
-        return
-    d_all = np.concatenate(diffs)
-    vals, counts = np.unique(d_all, return_counts=True)
-    step = vals[np.argmax(counts)]
-    report.step = _show_step(pd, step, times)
-    report.gaps = int((d_all > step).sum())
-    for i, t in enumerate(tkeys):
-        for p in np.flatnonzero(np.diff(t) > step)[: 5 - len(report.examples)]:
-            r0, r1 = int(rows[i][p]), int(rows[i][p + 1])
-            who = "" if id_values[i] is None else f"id {id_values[i]!r}: "
-            missing = int(round((t[p + 1] - t[p]) / step)) - 1
-            report.examples.append(
-                f"{who}{times.iloc[r0]} -> {times.iloc[r1]} (~{missing} steps missing, "
-                f"{where.short(r1)})"
-            )
-        if len(report.examples) >= 5:
-            break
-
-
-def _show_step(pd, step, times):
-    if pd.api.types.is_numeric_dtype(times):
-        return float(step)
-    return str(pd.Timedelta(int(step), "ns"))

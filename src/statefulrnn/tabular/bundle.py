@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from statefulrnn.data.frames import TableSpec
+from statefulrnn.data.columns import TableSpec
 from statefulrnn.data.scaling import Scaling
 from statefulrnn.model import RecurrentModel, load_extra, load_model
 

@@ -88,6 +88,7 @@ class TrainResult:
     stopped_early: bool
     seconds: float
     notes: list[str]
+    evaluated_on: str = "the validation tail"
 
     def summary(self) -> str:
         ran = len(self.history)
@@ -95,7 +96,11 @@ class TrainResult:
         if self.best_epoch is not None:
             why = "early stop" if self.stopped_early else "best of the run"
             lines.append(f"weights of epoch {self.best_epoch + 1} kept ({why})")
-        lines += ["", self.evaluation.table()]
+        lines += [
+            "",
+            f"scored on {self.evaluated_on}, in the targets' units:",
+            self.evaluation.table(),
+        ]
         return "\n".join(lines)
 
 
@@ -188,12 +193,13 @@ def train_table(cfg: TableTrainConfig, *, echo: Callable[[str], None] = print) -
         stopped_early=len(history) < cfg.epochs,
         seconds=time.perf_counter() - t0,
         notes=notes,
+        evaluated_on="the validation tail" if val is not None else "the training data (no --val)",
     )
     history.save(out / "history.json")
     records.atomic_write_json(
         out / "summary.json",
         {
-            "evaluated_on": "validation tail" if val is not None else "training data",
+            "evaluated_on": result.evaluated_on,
             "best_epoch": result.best_epoch,
             "epochs_run": len(history),
             "seconds": result.seconds,
