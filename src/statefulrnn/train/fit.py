@@ -32,6 +32,7 @@ from statefulrnn.predict import score, stateful_outputs, windowed_outputs
 from statefulrnn.train import tbptt
 from statefulrnn.train.callbacks import Callback
 from statefulrnn.train.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
+from statefulrnn.train.distributed import Local, join_world
 from statefulrnn.train.history import History
 from statefulrnn.train.progress import Progress
 
@@ -209,8 +210,13 @@ def run_epoch(
     progress: Progress,
     train: Sequences,
     norms: Sequence[float] | None = None,
+    reduce: Callable[[torch.Tensor], float] | None = None,
 ) -> tuple[float, int]:
-    """Train on every chunk of one epoch; return (weighted mean loss, scored steps)."""
+    """Train on every chunk of one epoch; return (weighted mean loss, scored steps).
+
+    Distributed (see `distributed.py`): `norms` are the chunks' weight sums over all ranks and
+    `reduce` sums a chunk's loss over all ranks, so every rank sees the global value.
+    """
     device = model.device
     norms = chunk_norms(schedule) if norms is None else norms
     loss_fn = step.loss_fn
@@ -225,7 +231,7 @@ def run_epoch(
             finish()
             continue
         s, _ = loss_fn(y_hat, y, w)
-        value = s.item()
+        value = s.item() if reduce is None else reduce(s)
         if not math.isfinite(value):
             raise TrainingDiverged(
                 f"the loss became {value} at epoch {epoch}, chunk {k} of {len(schedule)}; "
@@ -320,6 +326,7 @@ def fit(
     resume: bool = False,
     verbose: int = 1,
     device: torch.device | str | None = None,
+    distributed: bool | None = None,
 ) -> History:
     """Train `model` on `train`; validate on `val` after every epoch; return the History.
 
@@ -328,6 +335,10 @@ def fit(
     from zero state (or after `burn_in` steps). With `checkpoint=dir` a checkpoint is written
     after every epoch; `resume=True` continues from it to the same result as an
     uninterrupted run.
+
+    Under torchrun (or with `distributed=True`) the lanes are split among the processes and
+    the result equals one process's; rank 0 alone validates, prints and writes checkpoints.
+    `distributed=False` trains in this process alone. See docs/distributed.md.
     """
     if metrics is None:
         metrics = losses.default_metrics(loss)
@@ -358,27 +369,30 @@ def fit(
         _check_data(model, val, cfg, "val")
     if device is not None:
         model.to(device)
+    world = join_world(distributed, model)  # Local: this process alone; Ranks: torchrun's
     torch.manual_seed(seed)
     opt = make_optimizer(optimizer, model.parameters(), lr)
     step = _Step(model, opt, losses.get_loss(loss), clip)
 
     history, start_epoch = History(), 0
-    if checkpoint is not None and resume and has_checkpoint(checkpoint):
+    if checkpoint is not None and resume and world.is_main and has_checkpoint(checkpoint):
         history, trainer = load_checkpoint(checkpoint, model, opt)
         _check_resumable(trainer.get("config", {}), cfg, checkpoint)
         start_epoch = int(trainer["epoch"]) + 1
+    history, start_epoch = world.start(opt, history, start_epoch)  # every rank from rank 0's
 
     for cb in callbacks:
         cb.on_train_begin(model, history)
     for epoch in range(start_epoch, epochs):
-        record = _train_one_epoch(model, train, val, cfg, step, epoch, verbose, checkpoint)
+        record = _train_one_epoch(model, train, val, cfg, step, epoch, verbose, checkpoint, world)
         history.append(record)
         stop = any(cb.on_epoch_end(epoch, record, model) for cb in list(callbacks))
-        if checkpoint is not None:
+        stop = world.from_main(stop)
+        if checkpoint is not None and world.is_main:
             save_checkpoint(
                 checkpoint, model, opt, history, {"epoch": epoch, "config": asdict(cfg)}
             )
-        if verbose:
+        if verbose and world.is_main:
             _print_epoch(record, epochs)
         if stop:
             break
@@ -387,15 +401,29 @@ def fit(
     return history
 
 
-def _train_one_epoch(model, train, val, cfg, step, epoch, verbose, checkpoint) -> dict[str, Any]:
+def _train_one_epoch(
+    model, train, val, cfg, step, epoch, verbose, checkpoint, world: Local
+) -> dict[str, Any]:
     t0 = time.perf_counter()
-    schedule = build_schedule(train, cfg, epoch, model.dtype).to(model.device)
-    progress = Progress(len(schedule), f"epoch {epoch + 1}/{cfg.epochs}", enabled=verbose > 0)
+    schedule = build_schedule(train, cfg, epoch, model.dtype)
+    scored, norms = schedule.scored_steps, chunk_norms(schedule)  # of all ranks' lanes
+    schedule = world.share_out(schedule).to(model.device)  # this rank's lanes (all, alone)
+    progress = Progress(
+        len(schedule), f"epoch {epoch + 1}/{cfg.epochs}", enabled=verbose > 0 and world.is_main
+    )
     good = copy.deepcopy(model.state_dict())
     model.train()
     try:
-        train_loss, scored = run_epoch(
-            model, schedule, cfg, step, epoch=epoch, progress=progress, train=train
+        train_loss, _ = run_epoch(
+            world.replica,
+            schedule,
+            cfg,
+            step,
+            epoch=epoch,
+            progress=progress,
+            train=train,
+            norms=norms,
+            reduce=world.sum_loss,
         )
     except TrainingDiverged as err:
         model.load_state_dict(good)  # back to the weights that gave finite losses
@@ -407,11 +435,11 @@ def _train_one_epoch(model, train, val, cfg, step, epoch, verbose, checkpoint) -
         progress.close()
     seconds = time.perf_counter() - t0
     record: dict[str, Any] = {"epoch": epoch, "loss": train_loss}
-    if val is not None:
+    if val is not None and world.is_main:
         record.update(validate(model, val, cfg, windowed=cfg.mode == "stateless"))
     record["seconds"] = seconds
     record["scored_steps"] = scored
-    return record
+    return world.from_main(record)
 
 
 def _check_resumable(saved: dict[str, Any], cfg: TrainConfig, path) -> None:
