@@ -20,12 +20,14 @@ import time
 from pathlib import Path
 
 import distributed_worker as worker
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
 
 import statefulrnn as sr
-from statefulrnn import losses
+from statefulrnn import load_model, losses
+from statefulrnn.cli import main
 from statefulrnn.train.distributed import Local, is_main_process, join_world, share
 from statefulrnn.train.fit import TrainConfig, build_schedule, chunk_norms
 
@@ -143,7 +145,8 @@ def _command(
 
 
 def _start(cmd: list[str], **env: str) -> subprocess.Popen:
-    full_env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore::FutureWarning"}
+    path = f"{TORCHRUN.parent}{os.pathsep}{os.environ.get('PATH', '')}"  # the `statefulrnn` command
+    full_env = os.environ | {"OMP_NUM_THREADS": "1", "PATH": path}
     return subprocess.Popen(
         cmd,
         env=full_env | env,
@@ -193,6 +196,22 @@ def _assert_same_as_single_process(name: str, out: Path, log: str, model, histor
 EQUAL_RUNS = ["sgd", "adam", "adam_tbptt", "stateless"]
 
 
+def _sensor_table(path: Path) -> Path:
+    """A CSV for `statefulrnn train`: 3 sensors of 60, 45 and 80 rows, load following temp."""
+    rng, rows = np.random.default_rng(0), ["sensor,ts,temp,load"]
+    for i, n in enumerate((60, 45, 80)):
+        temp = 20 + 5 * np.sin(np.arange(n) / 6 + i) + rng.normal(0, 0.3, n)
+        rows += [f"s{i},{60 * t},{temp[t]:.6f},{500 + 10 * temp[t]:.6f}" for t in range(n)]
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def _train_cli_args(data: Path, out: Path) -> list[str]:
+    return ["train", str(data), "--id", "sensor", "--time", "ts", "--features", "temp,load",
+            "--targets", "load", "--horizon", "2", "--hidden", "4", "--window", "8",
+            "--batch-size", "4", "--epochs", "2", "--seed", "1", "--out", str(out)]  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def launches(tmp_path_factory):
     """Two launches at once (their start-ups overlap), each ending in a failure:
@@ -203,6 +222,7 @@ def launches(tmp_path_factory):
       rank 1 dies in its second epoch.
     """
     one, two = tmp_path_factory.mktemp("one_machine"), tmp_path_factory.mktemp("two_machines")
+    cli = tmp_path_factory.mktemp("cli")
     cue = {"DIE_RUN": "resume", "DIE_RANK": "1", "DIE_EPOCH": "1"}
     spec = {"runs": [*EQUAL_RUNS, "resume"], "checkpoint": str(one / "ckpt")}
     cmd = _command(_doc_line("torchrun --standalone"), spec, one, nproc=2)
@@ -213,11 +233,17 @@ def launches(tmp_path_factory):
     for n in (0, 1):
         line = _doc_line(f"torchrun --nnodes=2 --node-rank={n}")
         procs.append(_start(_command(line, spec, two, nproc=1, port=port), **cue))
+    # the command line under torchrun, as docs/distributed.md shows it
+    train_line = shlex.split(_doc_line("torchrun --standalone --nproc_per_node=2 --no-python"))
+    assert train_line[-2:] == ["train", "..."], train_line
+    cli_args = _train_cli_args(_sensor_table(cli / "sensors.csv"), cli / "model")
+    procs.append(_start([str(TORCHRUN), *train_line[1:-2], *cli_args, "--distributed"]))
     references = {name: _single_process(name) for name in [*EQUAL_RUNS, "resume"]}  # meanwhile
-    hung, *killed = _finish(*procs, timeout=100)
+    hung, *killed, cli_run = _finish(*procs, timeout=100)
     return {
         "one": (one, *hung),
         "two": (two, killed),
+        "cli": (cli, *cli_run),
         "seconds": time.monotonic() - t0,
         "references": references,
     }
@@ -268,6 +294,34 @@ def test_killed_worker_fails_the_run_and_resume_finishes_it(launches):
     assert rc0 == 0 and rc1 == 0, (log0, log1)
     assert "world 3 resume" in log0 + log1
     _assert_same_as_single_process("resume", out, log0 + log1, *launches["references"]["resume"])
+
+
+@pytest.mark.slow
+def test_train_command_under_torchrun_trains_once_and_writes_once(launches, tmp_path, capsys):
+    """`torchrun ... --no-python statefulrnn train ... --distributed`: rank 0 alone prints and
+    writes the model folder, and the model is the one a single process trains."""
+    out, rc, log = launches["cli"]
+    assert rc == 0, log
+    assert log.count("model saved to") == 1, log  # rank 0's summary only
+    assert log.count("epoch 2/2") == 1, log
+    data = out / "sensors.csv"
+    assert main(_train_cli_args(data, tmp_path / "model")) == 0
+    capsys.readouterr()
+    theirs, mine = load_model(out / "model"), load_model(tmp_path / "model")
+    for key, value in mine.state_dict().items():
+        assert torch.allclose(theirs.state_dict()[key], value, atol=1e-5), key  # float32
+
+
+def test_distributed_flag_without_torchrun_says_how_to_launch(monkeypatch, capsys, tmp_path):
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(var, raising=False)
+    assert main(["compare", "first-bit", "--quick", "--distributed"]) == 2
+    data = _sensor_table(tmp_path / "sensors.csv")
+    assert main([*_train_cli_args(data, tmp_path / "model"), "--distributed"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("--distributed needs the processes torchrun starts") == 2, err
+    assert "torchrun --standalone --nproc_per_node=2 --no-python statefulrnn train" in err
+    assert not (tmp_path / "model").exists()
 
 
 def test_docs_name_the_multi_machine_settings_and_readme_lines_are_the_tested_ones():

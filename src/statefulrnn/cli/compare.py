@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+from statefulrnn.cli import distributed
+
 EPILOG = """examples:
   statefulrnn compare first-bit --quick           a small run in well under a minute
   statefulrnn compare --all --quick               every task, about 3 minutes on 2 cores
@@ -57,6 +59,7 @@ def add_parser(sub) -> None:
     )
     p.add_argument("--device", default=None, help="torch device, e.g. cuda (default: cpu)")
     p.add_argument("-q", "--quiet", action="store_true", help="no per-epoch lines")
+    distributed.add_flag(p, "compare")
     p.set_defaults(run=run)
 
 
@@ -87,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     names = list(TASKS) if args.all else [args.task]
     try:
+        main = distributed.join(args, "compare")  # under torchrun: rank 0 prints and writes
         tasks = [get_task(n) for n in names]
         overrides = _overrides(args.set)
         params = {
@@ -110,9 +114,12 @@ def run(args: argparse.Namespace) -> int:
             quick=args.quick,
             seed=args.seed,
             only=only,
-            verbose=0 if args.quiet else 1,
+            verbose=0 if args.quiet or not main else 1,
             device=args.device,
+            log=print if main else distributed.silent,
         )
+        if not main:  # the other ranks trained alongside; rank 0 has the same results
+            continue
         write_results(results, out_dir)
         rerun = "statefulrnn compare " + shlex.join(
             [t.name]
@@ -124,6 +131,8 @@ def run(args: argparse.Namespace) -> int:
         lines = summary_lines(results)
         all_lines += lines
         print("\n".join(lines), flush=True)
+    if not main:
+        return 0
     print()
     print("\n".join(all_lines) if args.all else "")
     for r in reports:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import fields
 
+from statefulrnn.cli import distributed
 from statefulrnn.cli import options as o
 from statefulrnn.tabular.train import TableTrainConfig, defaults, train_table
 from statefulrnn.train import TrainingDiverged
@@ -128,17 +129,21 @@ def add_parser(subparsers) -> None:
         help=f"stop after P epochs without a better validation loss; 0: never (default: {d['patience']})",
     )
     v.add_argument("--out", metavar="MODEL_DIR", help="model folder to write (required)")
+    distributed.add_flag(p, "train")
     p.set_defaults(run=run)
 
 
 def run(args) -> int:
     try:
+        main = distributed.join(args, "train")  # under torchrun: rank 0 prints and writes
         opts = o.resolve(args, "train", defaults())
         o.require(opts, "data", "features", "targets", "out")
         cfg = TableTrainConfig(**{f.name: opts[f.name] for f in fields(TableTrainConfig)})
-        result = train_table(cfg)
+        result = train_table(cfg, echo=print if main else distributed.silent)
     except (ValueError, OSError, ImportError, TrainingDiverged) as err:
         return o.fail("train", err)
+    if not main:
+        return 0
     print()
     print(result.history.table())
     print()

@@ -26,6 +26,7 @@ from statefulrnn.model.rnn import CELLS
 from statefulrnn.tabular.bundle import Bundle, extra_for
 from statefulrnn.tabular.predict import Evaluation, evaluate_sequences
 from statefulrnn.train import EarlyStopping, History, fit
+from statefulrnn.train.distributed import is_main_process
 
 MODES = ("stateful", "stateless")
 
@@ -158,6 +159,7 @@ def train_table(cfg: TableTrainConfig, *, echo: Callable[[str], None] = print) -
         echo(notes[-1])
 
     torch.manual_seed(cfg.seed)
+    main = is_main_process()  # under torchrun, rank 0 alone writes the model folder
     model = StatefulRNN(
         len(cfg.features), cfg.hidden, len(cfg.targets), cell=cfg.cell, num_layers=cfg.layers
     )
@@ -181,7 +183,7 @@ def train_table(cfg: TableTrainConfig, *, echo: Callable[[str], None] = print) -
     )
     train_dict = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()}
     extra = extra_for(seqs.spec, scaling, read, train_dict)
-    out = model.save(cfg.out, extra=extra)
+    out = model.save(cfg.out, extra=extra) if main else Path(cfg.out)
     bundle = Bundle(model, seqs.spec, scaling, read, train_dict)
     evaluation = evaluate_sequences(bundle, val if val is not None else seqs, window=cfg.window)
     best = history.best(monitor) if val_s is not None else None
@@ -195,15 +197,16 @@ def train_table(cfg: TableTrainConfig, *, echo: Callable[[str], None] = print) -
         notes=notes,
         evaluated_on="the validation tail" if val is not None else "the training data (no --val)",
     )
-    history.save(out / "history.json")
-    records.atomic_write_json(
-        out / "summary.json",
-        {
-            "evaluated_on": result.evaluated_on,
-            "best_epoch": result.best_epoch,
-            "epochs_run": len(history),
-            "seconds": result.seconds,
-            **evaluation.to_dict(),
-        },
-    )
+    if main:
+        history.save(out / "history.json")
+        records.atomic_write_json(
+            out / "summary.json",
+            {
+                "evaluated_on": result.evaluated_on,
+                "best_epoch": result.best_epoch,
+                "epochs_run": len(history),
+                "seconds": result.seconds,
+                **evaluation.to_dict(),
+            },
+        )
     return result
