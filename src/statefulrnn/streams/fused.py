@@ -72,7 +72,6 @@ class _Workspace:
         buf = torch.zeros(batch, f + k.layout.width, **kw)
         gates = torch.empty(batch, GATES[k.cell] * h, **kw)
         v = (lambda t: t.numpy()) if numpy else (lambda t: t)
-        self.numpy = numpy
         self.state_t = buf[:, f:]  # torch view: the gather/scatter target
         self.state, self.x = v(buf[:, f:]), v(buf[:, :f])
         lo = [0] + [f + i * h for i in range(n - 1)]
@@ -225,9 +224,9 @@ class FusedKernel:
         if ws.scaled == "twice":
             # gg holds sigmoid(2g), so i * tanh(g) = 2 * i * gg - i
             c.mul_(fg).addcmul_(ig, gg, value=2).sub_(ig)
-            torch.mul(c, 2, out=ws.tmp).sigmoid_()
-            # h = o * tanh(c) = 2 * o * sigmoid(2c) - o, computed as -(o - 2 * o * tmp)
-            torch.addcmul(og, og, ws.tmp, value=-2, out=h).neg_()
+            # h = o * tanh(c) = o - 2 * o * sigmoid(-2c)
+            torch.mul(c, -2, out=ws.tmp).sigmoid_()
+            torch.addcmul(og, og, ws.tmp, value=-2, out=h)
         else:
             gg.tanh_()
             c.mul_(fg).addcmul_(ig, gg)
