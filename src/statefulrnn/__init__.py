@@ -15,6 +15,16 @@ from statefulrnn.train import Callback, EarlyStopping, History, TrainConfig, Tra
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str):
+    # sr.sweep on first use: Optuna is an optional extra, and `import statefulrnn` must not need it
+    if name == "sweep":
+        from statefulrnn.experiments.sweep import sweep
+
+        return sweep
+    raise AttributeError(f"module 'statefulrnn' has no attribute {name!r}")
+
+
 __all__ = [
     "Callback",
     "EarlyStopping",
@@ -36,4 +46,5 @@ __all__ = [
     "read_sequences",
     "stateful_schedule",
     "stateless_schedule",
+    "sweep",
 ]

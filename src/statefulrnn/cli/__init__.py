@@ -15,6 +15,7 @@ COMMANDS = {
     "train": "train",
     "predict": "predict",
     "evaluate": "evaluate",
+    "sweep": "sweep",
 }
 
 

@@ -1,0 +1,256 @@
+"""Sweeps: exactly N trials over several workers sharing one SQLite study; a killed worker's
+trial is marked FAIL and the rerun reaches N; outputs that `statefulrnn train` reads."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+optuna = pytest.importorskip("optuna")
+
+from statefulrnn import records  # noqa: E402
+from statefulrnn.experiments import space as spaces  # noqa: E402
+
+# a tiny first-bit: 40 training series of 8 steps
+TINY = [
+    "--set=n_series=60",
+    "--set=n_val=20",
+    "--set=n_test=20",
+    "--set=length=8",
+    "--set=window=4",
+]
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+
+
+def _space(tmp_path: Path, epochs: int) -> Path:
+    path = tmp_path / "space.toml"
+    path.write_text(
+        f"epochs = {epochs}\n"
+        "hidden = { low = 2, high = 8 }\n"
+        "layers = 1\n"
+        'cell = "gru"\n'
+        "batch_size = { low = 8, high = 40 }\n"
+    )
+    return path
+
+
+def _command(out: Path, trials: int, space: Path) -> list[str]:
+    code = "import sys; from statefulrnn.cli import main; sys.exit(main())"
+    return (
+        [sys.executable, "-c", code, "sweep", "first-bit", f"--trials={trials}"]
+        + TINY
+        + [
+            f"--out={out}",
+            f"--space={space}",
+        ]
+    )
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = SRC + os.pathsep + env.get("PYTHONPATH", "")
+    env["PYTHONWARNINGS"] = "ignore"
+    return env
+
+
+def _start(cmd: list[str], log: Path) -> subprocess.Popen:
+    with log.open("w") as f:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(
+            cmd, stdout=f, stderr=subprocess.STDOUT, env=_env(), start_new_session=True
+        )
+
+
+def _ran(log: Path) -> set[int]:
+    """Trial numbers this worker trained to an end (complete or pruned), from its log lines."""
+    return {
+        int(m.group(1))
+        for m in re.finditer(r"^trial +(\d+)  (?:COMPLETE|PRUNED)", log.read_text(), re.M)
+    }
+
+
+def _trials(out: Path) -> list:
+    study = optuna.load_study(study_name="first-bit", storage=f"sqlite:///{out / 'sweeps.db'}")
+    return study.get_trials(deepcopy=False)
+
+
+def _counted(trials) -> set[int]:
+    return {t.number for t in trials if t.state.name in ("COMPLETE", "PRUNED")}
+
+
+@pytest.mark.slow
+def test_two_workers_run_exactly_the_requested_trials(tmp_path):
+    out, n = tmp_path / "run", 6
+    space = _space(tmp_path, epochs=6)
+    logs = [tmp_path / "w0.log", tmp_path / "w1.log"]
+    workers = [_start(_command(out, n, space), log) for log in logs]
+    for w, log in zip(workers, logs):
+        assert w.wait(timeout=80) == 0, log.read_text()[-3000:]
+    trials = _trials(out)
+    ran = [_ran(log) for log in logs]
+    assert len(_counted(trials)) == n
+    assert not ran[0] & ran[1], "a trial ran in both workers"
+    assert ran[0] | ran[1] == _counted(trials), "a counted trial no worker ran, or the reverse"
+    assert ran[0] and ran[1], "one worker ran nothing: the test did not exercise sharing"
+    # a trial created after the budget was claimed is failed unrun, and is the only kind of FAIL
+    for t in trials:
+        if t.state.name == "FAIL":
+            assert t.user_attrs["note"].startswith("not run"), t.user_attrs
+        else:
+            assert t.state.name in ("COMPLETE", "PRUNED")
+    rows = (out / "trials.csv").read_text().strip().splitlines()
+    assert len(rows) == 1 + len(trials)
+
+
+def _running_with_progress(db: Path) -> list[int]:
+    """Numbers of RUNNING trials that reported at least one epoch (so: mid-trial)."""
+    if not db.exists():
+        return []
+    try:
+        with sqlite3.connect(db, timeout=5) as con:
+            return [
+                r[0]
+                for r in con.execute(
+                    "SELECT t.number FROM trials t WHERE t.state = 'RUNNING' AND EXISTS "
+                    "(SELECT 1 FROM trial_intermediate_values v WHERE v.trial_id = t.trial_id)"
+                )
+            ]
+    except sqlite3.OperationalError:  # tables not made yet, or locked a moment
+        return []
+
+
+@pytest.mark.slow
+def test_killed_worker_trial_is_failed_and_the_rerun_reaches_the_count(tmp_path):
+    out, n = tmp_path / "run", 2
+    space = _space(tmp_path, epochs=15)  # trials of seconds: the kill lands mid-trial
+    cmd = _command(out, n, space)
+    worker = _start(cmd, tmp_path / "w0.log")
+    deadline, killed = time.monotonic() + 60, None
+    while time.monotonic() < deadline and worker.poll() is None:
+        running = _running_with_progress(out / "sweeps.db")
+        if running:
+            os.kill(worker.pid, signal.SIGKILL)
+            killed = running[0]
+            break
+        time.sleep(0.05)
+    worker.wait(timeout=10)
+    assert killed is not None, (tmp_path / "w0.log").read_text()[-3000:]
+    states = {t.number: t.state.name for t in _trials(out)}
+    assert states[killed] == "RUNNING"  # a dead worker leaves its trial RUNNING ...
+
+    rerun = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=80)
+    assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
+    assert f"trial {killed}: its worker (process {worker.pid}) is gone; marked FAIL" in rerun.stdout
+    trials = _trials(out)
+    assert {t.number: t.state.name for t in trials}[killed] == "FAIL"  # ... the rerun fails it
+    assert len(_counted(trials)) == n
+    assert _counted(trials) == _ran(tmp_path / "w0.log") | _ran_stdout(rerun.stdout)
+
+
+def _ran_stdout(text: str) -> set[int]:
+    return {int(m.group(1)) for m in re.finditer(r"^trial +(\d+)  (?:COMPLETE|PRUNED)", text, re.M)}
+
+
+def test_rerun_resumes_and_best_config_is_read_by_train(tmp_path, capsys):
+    import statefulrnn as sr
+
+    out = tmp_path / "run"
+    space = {"epochs": 2, "hidden": 3, "layers": 1, "batch_size": 16, "cell": "lstm"}
+    params = {"n_series": 50, "n_val": 10, "n_test": 10, "length": 6, "window": 3}
+    kw = dict(trials=2, out=out, space=space, params=params, log=lambda s: None)
+    first = sr.sweep("first-bit", **kw)
+    assert sum(first.counts.get(k, 0) for k in ("COMPLETE", "PRUNED")) == 2
+    more = sr.sweep("first-bit", **{**kw, "trials": 3})  # same study resumed, extended to 3
+    assert sum(more.counts.get(k, 0) for k in ("COMPLETE", "PRUNED")) == 3
+    assert [r["number"] for r in more.trials[:2]] == [r["number"] for r in first.trials]
+
+    with pytest.raises(ValueError, match="sweeps something else"):
+        sr.sweep("first-bit", **{**kw, "space": {**space, "hidden": 4}})
+
+    options = pytest.importorskip("statefulrnn.cli.options")
+    cfg = options.load_config(out / "best.toml", "train")
+    best = more.best
+    assert cfg["window"] == best["window"] and cfg["hidden"] == 3 and cfg["epochs"] == 2
+    assert cfg["mode"] == ("stateful" if best["mode"] == "stateful" else "stateless")
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 3 and '<img src="runs' not in html
+    header = (out / "trials.csv").read_text().splitlines()[0].split(",")
+    assert {"number", "state", "value", "mode", "window", "val_accuracy"} <= set(header)
+
+
+def test_space_overrides_and_errors(tmp_path):
+    base = spaces.default_space(20, task="first-bit")
+    assert base["epochs"] == {"fixed": 15} and base["window"]["high"] == 20
+    path = tmp_path / "s.toml"
+    path.write_text(
+        'window = { low = 2, high = 9, log = true }\nnum_layers = 1\nmode = ["stateful"]\n'
+    )
+    s = spaces.override(base, path)
+    assert s["window"] == {"low": 2, "high": 9, "log": True}
+    assert s["layers"] == {"fixed": 1} and s["mode"] == {"fixed": "stateful"}
+    with pytest.raises(ValueError, match="Did you mean 'window'"):
+        spaces.override(base, {"windwo": 3})
+    with pytest.raises(ValueError, match="low 9 is above high 2"):
+        spaces.override(base, {"window": {"low": 9, "high": 2}})
+    with pytest.raises(ValueError, match="not one of"):
+        spaces.override(base, {"mode": ["stateful", "bidirectional"]})
+
+
+def test_sweep_without_optuna_says_how_to_install(monkeypatch):
+    import statefulrnn as sr
+
+    monkeypatch.setitem(sys.modules, "optuna", None)  # as if not installed
+    with pytest.raises(ImportError, match=r"pip install 'statefulrnn\[sweep\]'"):
+        sr.sweep("first-bit", trials=1)
+
+
+def test_optuna_is_imported_only_inside_functions():
+    """`import statefulrnn` (and every module) works without the optional Optuna."""
+    import ast
+
+    for path in Path(SRC, "statefulrnn").rglob("*.py"):
+        for node in ast.parse(path.read_text()).body:  # module level only
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            assert not any(n.split(".")[0] == "optuna" for n in names), path
+
+
+def test_table_sweep_best_config_trains_to_the_same_validation_loss(tmp_path, capsys):
+    """DATA sweeps prepare the file as `statefulrnn train` does: its best.toml retrains to the
+    very validation loss the sweep measured."""
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("statefulrnn.cli.train")
+    import numpy as np
+
+    from statefulrnn.cli import main
+
+    rng = np.random.default_rng(0)
+    frames = []
+    for sensor in range(3):
+        x = rng.uniform(-1, 1, 120)
+        y = np.convolve(x, [0.5, 0.5])[:120]  # mean of the last two inputs
+        frames.append(pd.DataFrame({"sensor": sensor, "t": range(120), "x": x, "y": y}))
+    csv = tmp_path / "ma.csv"
+    pd.concat(frames).to_csv(csv, index=False)
+    # stateful: `statefulrnn train` early-stops a stateless model on its windowed loss instead
+    space = 'epochs = 2\nhidden = 4\nlayers = 1\ncell = "lstm"\nmode = "stateful"\n'
+    (tmp_path / "space.toml").write_text(space)
+    out = tmp_path / "run"
+    args = [str(csv), "--id=sensor", "--time=t", "--features=x", "--targets=y", "--trials=2"]
+    assert main(["sweep", *args, f"--out={out}", f"--space={tmp_path / 'space.toml'}"]) == 0
+    best = records.read_json(out / "sweep.json")["best"]
+    capsys.readouterr()
+    assert main(["train", "--config", str(out / "best.toml")]) == 0
+    history = records.read_json(out / "best-model" / "history.json")
+    kept = min(h["val_loss"] for h in history)  # patience > 0: the best epoch's weights are kept
+    assert kept == pytest.approx(best["value"], rel=1e-6)
