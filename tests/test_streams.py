@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import threading
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -25,6 +26,7 @@ from hypothesis import strategies as st
 import statefulrnn as sr
 from statefulrnn.cli import main
 from statefulrnn.cli.stream import answer
+from statefulrnn.streams import fused
 from statefulrnn.streams.fused import NUMPY_MAX_ROWS, SIGMOID_TANH_MIN, FusedKernel
 from statefulrnn.streams.kernels import ForwardKernel
 
@@ -112,20 +114,29 @@ def assert_close(got: list[np.ndarray], want: list[np.ndarray], tol: float = TOL
 MODELS = {(c, n): make_model(c, n, seed=n) for c in CELLS for n in (1, 2)}
 
 
+# the kernel a call takes, forced whatever the batch size: (NUMPY_MAX_ROWS, SIGMOID_TANH_MIN)
+PATHS = {"numpy": (10**9, 10**9), "torch": (0, 10**9), "torch-sigmoid-tanh": (0, 0)}
+
+
 @given(data=st.data())
 def test_any_interleaving_and_split_equals_stateful_prediction(data):
     cell = data.draw(st.sampled_from(CELLS), label="cell")
     layers = data.draw(st.sampled_from([1, 2]), label="layers")
-    fused = data.draw(st.booleans(), label="fused")
+    path = data.draw(st.sampled_from(["forward", *PATHS]), label="path")
     lengths = data.draw(st.lists(st.integers(1, 9), min_size=1, max_size=5), label="lengths")
     model = MODELS[(cell, layers)]
     xs = make_xs(lengths, seed=len(lengths))
-    feed = Feeder(sr.StreamPool(model, fused=fused), xs)
-    while any(feed.left(i) for i in range(len(xs))):
-        open_ = [i for i in range(len(xs)) if feed.left(i)]
-        streams = data.draw(st.lists(st.sampled_from(open_), min_size=1, unique=True))
-        k = data.draw(st.integers(1, min(feed.left(i) for i in streams)))
-        feed.call(data.draw(st.permutations(streams)), k)
+    rows, tanh_min = PATHS.get(path, (0, 0))
+    with (
+        mock.patch.object(fused, "NUMPY_MAX_ROWS", rows),
+        mock.patch.object(fused, "SIGMOID_TANH_MIN", tanh_min),
+    ):
+        feed = Feeder(sr.StreamPool(model, fused=path != "forward"), xs)
+        while any(feed.left(i) for i in range(len(xs))):
+            open_ = [i for i in range(len(xs)) if feed.left(i)]
+            streams = data.draw(st.lists(st.sampled_from(open_), min_size=1, unique=True))
+            k = data.draw(st.integers(1, min(feed.left(i) for i in streams)))
+            feed.call(data.draw(st.permutations(streams)), k)
     assert_close(feed.outputs(), stateful(model, xs))
 
 
