@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import threading
+from pathlib import Path
 from unittest import mock
 
 import numpy as np
@@ -81,7 +82,7 @@ class Feeder:
     def call(self, streams: list[int], k: int) -> None:
         x = np.stack([self.xs[i][self.pos[i] : self.pos[i] + k] for i in streams])
         y = self.pool.step([self.ids[i] for i in streams], x)
-        assert y.shape == (len(streams), k, OUT)
+        assert y.shape == (len(streams), k, self.pool.model.output_size)
         for i, yi in zip(streams, y):
             self.out[i].append(yi)
             self.pos[i] += k
@@ -178,6 +179,27 @@ def test_models_the_fused_path_does_not_cover_go_through_forward():
     xs = make_xs([5, 3])
     feed = Feeder(pool, xs)
     feed.round_robin(2)
+    assert_close(feed.outputs(), [whole(model, x) for x in xs])
+
+
+KERAS_FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "keras_fixtures"
+
+
+@pytest.mark.parametrize("name", ["lstm", "stacked_lstm_td"])
+def test_keras_imported_models_stream_through_forward(name, tmp_path):
+    """Any RecurrentModel streams: an imported Keras stack with per-layer state names."""
+    path = KERAS_FIXTURES / f"{name}.keras"
+    if not path.is_file():
+        pytest.skip(f"no {path}")
+    pytest.importorskip("h5py")
+    model = sr.from_keras(path)
+    xs = [x[:, :1].repeat(model.input_size, 1) for x in make_xs([6, 4], seed=1)]
+    pool = sr.StreamPool(model)
+    feed = Feeder(pool, xs)
+    feed.call([1, 0], 2)
+    pool.save(tmp_path / "pool.safetensors")
+    feed.pool = sr.StreamPool.load(tmp_path / "pool.safetensors", model)
+    feed.round_robin(1)
     assert_close(feed.outputs(), [whole(model, x) for x in xs])
 
 
