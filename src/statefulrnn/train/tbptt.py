@@ -29,11 +29,16 @@ def timelines(t: torch.Tensor, chunks: int, lanes: int) -> torch.Tensor:
     )
 
 
-def chunks(model, schedule: Schedule, k2: int):
-    """Yield (y_hat, y, w, finish) per chunk, y_hat over the chunk's k1 steps with a k2-step graph."""
+def chunks(model, schedule: Schedule, k2: int, scored: list[bool] | None = None):
+    """Yield (y_hat, y, w, finish) per chunk, y_hat over the chunk's k1 steps with a k2-step graph.
+
+    `scored[k] = False` says chunk k makes no update (no step scored on any rank): its y_hat is
+    None, and only the k1 steps that move the stored state on are run, without gradient.
+    """
     k1, lanes, n = schedule.window, schedule.batch_size, len(schedule)
     x = timelines(schedule.x, n, lanes)
     reset = schedule.reset.view(n, lanes)  # reset[j, b]: lane b starts a sequence at step j·k1
+    any_reset = reset.any(dim=1).tolist()  # once: the k2 history is split only where a lane resets
     back = {
         "pos": 0,
         "state": None,
@@ -43,21 +48,27 @@ def chunks(model, schedule: Schedule, k2: int):
         end = (k + 1) * k1
         start = back["pos"]
         next_pos = max(0, end + k1 - k2)  # where the next chunk's history will start
-        cuts = {start, end, next_pos} | {j * k1 for j in range(start // k1 + 1, end // k1)}
-        points = sorted(p for p in cuts if start <= p <= end)
+        update = scored is None or scored[k]
+        stop = end if update else next_pos
+        cuts = {start, stop, next_pos} | {
+            j * k1 for j in range(start // k1 + 1, end // k1) if any_reset[j]
+        }
+        points = sorted(p for p in cuts if start <= p <= stop)
         state, outs, next_state = back["state"], [], None
-        for a, b in zip(points[:-1], points[1:]):
-            if a % k1 == 0:
-                r = reset[a // k1]
-                if state is not None and bool(r.any()):
-                    state = state.reset(r)  # a new sequence starts here: cut the history
-            if a == next_pos:
-                next_state = state
-            y_hat, state = model(x[:, a:b], state)
-            outs.append(y_hat)
-        if next_pos == end:
+        with torch.set_grad_enabled(update and torch.is_grad_enabled()):
+            for a, b in zip(points[:-1], points[1:]):
+                if a % k1 == 0 and any_reset[a // k1] and state is not None:
+                    # a new sequence starts here: cut the history
+                    state = state.reset(reset[a // k1])
+                if a == next_pos:
+                    next_state = state
+                y_hat, state = model(x[:, a:b], state)
+                outs.append(y_hat)
+        if next_pos == stop:
             next_state = state
-        y_hat = torch.cat(outs, dim=1)[:, -k1:] if len(outs) > 1 else outs[0][:, -k1:]
+        y_hat = None
+        if update:
+            y_hat = torch.cat(outs, dim=1)[:, -k1:] if len(outs) > 1 else outs[0][:, -k1:]
         c = schedule.chunk(k)
 
         def finish(next_state=next_state, next_pos=next_pos):
