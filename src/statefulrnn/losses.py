@@ -18,12 +18,18 @@ from torch import Tensor
 LossFn = Callable[[Tensor, Tensor, Tensor], tuple[Tensor, Tensor]]
 
 
+def _mean_last(t: Tensor) -> Tensor:
+    # the mean of one value is that value, bit for bit: a view, not a reduction, for the
+    # common one-output case (per-step training does one of these per optimizer update)
+    return t.squeeze(-1) if t.shape[-1] == 1 else t.mean(-1)
+
+
 def _mse_steps(y_hat: Tensor, y: Tensor) -> Tensor:
-    return (y_hat - y).square().mean(-1)
+    return _mean_last((y_hat - y).square())
 
 
 def _bce_steps(y_hat: Tensor, y: Tensor) -> Tensor:
-    return F.binary_cross_entropy_with_logits(y_hat, y, reduction="none").mean(-1)
+    return _mean_last(F.binary_cross_entropy_with_logits(y_hat, y, reduction="none"))
 
 
 def _ce_steps(y_hat: Tensor, y: Tensor) -> Tensor:

@@ -77,10 +77,12 @@ def replace_dir(final: str | os.PathLike, write) -> None:
     old = final.with_name(final.name + ".old")
     try:
         write(tmp)
-        if old.exists():
-            shutil.rmtree(old)
         if final.exists():
+            if old.exists():
+                shutil.rmtree(old)
             os.replace(final, old)
+        # (no `final`: a crash mid-swap left `old` as the only complete copy; keep it until
+        # the new folder is in place)
         os.replace(tmp, final)
         if old.exists():
             shutil.rmtree(old)

@@ -98,6 +98,8 @@ class StatefulRNN(RecurrentModel):
                 out = self.drop(out)
             if state is None:
                 hx = None  # the fused kernel starts from zeros itself
+            elif self.num_layers == 1:  # the state is this layer's: no slicing per chunk
+                hx = state.tensors if lstm else state.tensors[0]
             else:
                 h0 = state.tensors[0][i : i + 1]
                 hx = (h0, state.tensors[1][i : i + 1]) if lstm else h0

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from statefulrnn import losses
-from statefulrnn.data.schedule import Schedule, pack, stateful_schedule, stateless_schedule
+from statefulrnn.data.schedule import Chunk, Schedule, pack, stateful_schedule, stateless_schedule
 from statefulrnn.data.sequences import Sequences
 from statefulrnn.model.base import RecurrentModel
 from statefulrnn.predict import score, stateful_outputs, windowed_outputs
@@ -169,9 +169,20 @@ def build_schedule(train: Sequences, cfg: TrainConfig, epoch: int, dtype: torch.
 
 def chunk_norms(schedule: Schedule) -> list[float]:
     """Each chunk's weight sum: its loss is the weighted mean over the steps it scores."""
-    r = schedule.bounds
-    sums = torch.stack([schedule.w[r[k] : r[k + 1]].sum() for k in range(len(schedule))])
+    sums = torch.stack([w.sum() for w in schedule.w.split(_chunk_sizes(schedule))])
     return sums.tolist()
+
+
+def _chunk_sizes(schedule: Schedule) -> list[int]:
+    return np.diff(schedule.bounds).tolist()
+
+
+def _chunk_views(schedule: Schedule):
+    """Every chunk of the epoch as views, cut by one `split` per tensor: with one step per
+    chunk (window 1, batch 1), slicing four tensors per chunk shows in the time per update."""
+    sizes = _chunk_sizes(schedule)
+    parts = (t.split(sizes) for t in (schedule.x, schedule.y, schedule.w, schedule.reset))
+    return map(Chunk, *parts, schedule.any_reset, schedule.all_reset)
 
 
 class _Step:
@@ -219,10 +230,11 @@ def run_epoch(
     """
     device = model.device
     norms = chunk_norms(schedule) if norms is None else norms
-    loss_fn = step.loss_fn
+    # the weighted sum of `step.loss_fn` without its weight sum: `norms` hold those already
+    step_loss = losses.STEP_LOSSES[cfg.loss]
     total, weight, steps_done = 0.0, 0.0, 0
     if cfg.mode == "stateful" and cfg.backprop is not None and cfg.backprop > cfg.window:
-        chunks = tbptt.chunks(model, schedule, cfg.backprop, scored=[v > 0 for v in norms])
+        chunks = tbptt.chunks(model, schedule, cfg.backprop)
     else:
         chunks = _plain_chunks(model, schedule, cfg, train)
     for k, (y_hat, y, w, finish) in enumerate(chunks):
@@ -230,7 +242,7 @@ def run_epoch(
         if norm == 0:  # nothing scored in this chunk: the state has moved on, no update
             finish()
             continue
-        s, _ = loss_fn(y_hat, y, w)
+        s = (step_loss(y_hat, y) * w).sum()
         value = s.item() if reduce is None else reduce(s)
         if not math.isfinite(value):
             raise TrainingDiverged(
@@ -260,14 +272,13 @@ def _plain_chunks(model, schedule: Schedule, cfg: TrainConfig, train: Sequences)
         x_all = x_all.to(device=device, dtype=schedule.x.dtype)
         b_idx, b_n = _burn_in_index(schedule, packed.offsets, burn, packed.x.shape[0])
     carried = [None]  # the state handed from one chunk to the next (stateful only)
-    for k in range(len(schedule)):
-        c = schedule.chunk(k)
+    for k, c in enumerate(_chunk_views(schedule)):
         state = None
         if stateful:
             state = carried[0]
             if c.all_reset:
                 state = None
-            elif c.any_reset:
+            elif c.any_reset and state is not None:  # (None: the first chunk, all zeros)
                 state = state.reset(c.reset)  # new sequences start in these lanes
         elif burn:
             r0, r1 = schedule.bounds[k], schedule.bounds[k + 1]
