@@ -143,7 +143,7 @@ def test_one_chunk_update_is_full_sequence_bptt(cell, layers):
     assert history[0]["scored_steps"] == sum(int((w > 0).sum()) for w in seqs.ws)
 
 
-@pytest.mark.parametrize("window", [1, 3, 5])
+@pytest.mark.parametrize("window", [1, 3, 5, 16])  # 16 >= T: one chunk per sequence, full BPTT
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_truncated_gradient_is_sum_of_per_chunk_gradients_from_detached_state(window, cell):
     """One lane, variable lengths (several sequences share the lane, so resets happen)."""
