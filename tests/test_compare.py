@@ -45,11 +45,11 @@ def test_compare_writes_schema_and_report(task, tmp_path, capsys):
     results = json.loads((tmp_path / "results.json").read_text())
     check_results(results)
     assert results["claims"], "every task checks at least one seed claim"
-    for png in ("summary", "training_curves", "error_by_step", "examples"):
+    for png in ("summary", "training_curves", "error_by_step", "examples", "windowed_vs_stateful"):
         assert (tmp_path / f"{png}.png").stat().st_size > 1000
     page = (tmp_path / "report.html").read_text()
     images = re.findall(r'<img alt="[^"]*" src="data:image/png;base64,([^"]+)">', page)
-    assert len(images) == 4 and all(base64.b64decode(i)[:8] == b"\x89PNG\r\n\x1a\n" for i in images)
+    assert len(images) == 5 and all(base64.b64decode(i)[:8] == b"\x89PNG\r\n\x1a\n" for i in images)
     assert 'src="http' not in page and "statefulrnn compare " + task in page
     out = capsys.readouterr().out
     assert f"== {task}" in out and "report.html" in out

@@ -128,6 +128,10 @@ reruns the model from a zero state over the window ending at each step, as a Ker
 ({d["train_steps"]} train steps, {d["test_steps"]} test steps).</p>
 {configs_table(results)}
 {_img(images["summary"], "test metric per configuration")}
+<h2>Windowed vs stateful error, and the cost</h2>
+<p>One point per configuration: on the dotted diagonal, a model predicts as well statefully (O(T)) as
+windowed (O(T·window)). Beside it, the seconds each took to train.</p>
+{_img(images["windowed_vs_stateful"], "windowed vs stateful test metric per configuration, with train seconds")}
 <h2>Training curves</h2>
 {_img(images["training_curves"], "validation loss per epoch")}
 <h2>Error by time step</h2>

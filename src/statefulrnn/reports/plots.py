@@ -155,11 +155,64 @@ def summary_bars(results: dict[str, Any]) -> Figure:
     return fig
 
 
+def windowed_vs_stateful(results: dict[str, Any]) -> Figure:
+    """Left: each configuration's windowed vs stateful test metric (numbered points; on the
+    diagonal, both prediction modes agree). Right: what it cost to train, same numbers."""
+    metric = results["metric"]
+    configs = list(results["configs"].values())
+    fig = Figure(figsize=(10, 0.25 * len(configs) + 4), layout="constrained")
+    ax, cost = fig.subplots(1, 2, width_ratios=[1.1, 1])
+    win = _finite(r["test"]["windowed"][metric] for r in configs)
+    st = _finite(r["test"]["stateful"][metric] for r in configs)
+    at: dict[tuple[str, str], list[int]] = {}  # points that coincide share one label
+    for i, (x, y) in enumerate(zip(win, st)):
+        ax.scatter([x], [y], color=_color(i), s=40, zorder=3)
+        at.setdefault((f"{x:.2g}", f"{y:.2g}"), []).append(i)
+    for numbers in at.values():
+        x, y = win[numbers[0]], st[numbers[0]]
+        text = ", ".join(str(i + 1) for i in numbers)
+        ax.annotate(text, (x, y), xytext=(5, 4), textcoords="offset points", fontsize=8)
+    seen = [v for v in win + st if v == v]
+    if seen:
+        lo, hi = min(seen), max(seen)
+        if metric == "loss":
+            lo, hi = lo / 2, hi * 2
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+        else:
+            lo, hi = min(lo, 0.5) - 0.03, max(hi, 1.0) + 0.03
+        ax.plot([lo, hi], [lo, hi], color="grey", ls=":", lw=1)
+        ax.set_xlim(lo, hi)
+        ax.set_ylim(lo, hi)
+    name = "MSE" if metric == "loss" else metric
+    better = "lower" if metric == "loss" else "higher"
+    ax.set_xlabel(f"windowed prediction: test {name}")
+    ax.set_ylabel(f"stateful prediction: test {name}")
+    ax.set_title(
+        f"{results['task']}: windowed vs stateful ({better} is better;\ndotted: both modes equal)",
+        fontsize=10,
+    )
+    rows = range(len(configs))
+    seconds = [r["train_seconds"] for r in configs]
+    cost.barh(list(rows), seconds, color=[_color(i) for i in rows])
+    for i, v in enumerate(seconds):
+        cost.annotate(f" {v:.1f} s", (v, i), va="center", fontsize=7)
+    cost.set_yticks(
+        list(rows), [f"{i + 1}. {r['label']}" for i, r in enumerate(configs)], fontsize=7
+    )
+    cost.invert_yaxis()
+    cost.set_xlim(0, max(seconds, default=1) * 1.25)
+    cost.set_xlabel("train seconds")
+    cost.set_title("cost", fontsize=10)
+    return fig
+
+
 PLOTS = {
     "summary": summary_bars,
     "training_curves": training_curves,
     "error_by_step": error_by_step,
     "examples": examples,
+    "windowed_vs_stateful": windowed_vs_stateful,
 }
 
 
