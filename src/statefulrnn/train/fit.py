@@ -234,7 +234,7 @@ def run_epoch(
     step_loss = losses.STEP_LOSSES[cfg.loss]
     total, weight, steps_done = 0.0, 0.0, 0
     if cfg.mode == "stateful" and cfg.backprop is not None and cfg.backprop > cfg.window:
-        chunks = tbptt.chunks(model, schedule, cfg.backprop)
+        chunks = tbptt.chunks(model, schedule, cfg.backprop, scored=[v > 0 for v in norms])
     else:
         chunks = _plain_chunks(model, schedule, cfg, train)
     for k, (y_hat, y, w, finish) in enumerate(chunks):
