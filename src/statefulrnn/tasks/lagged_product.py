@@ -136,14 +136,18 @@ def claims(p: dict, results: dict) -> list[Claim]:
         if name in c:
             mse = c[name]["test"]["stateful"]["loss"]
             left = mse < 0.9 * zero
+            # the seed's own number (0.004058, stateless) is reproduced only within 10%
+            if mse <= 1.1 * SEED_MSE:
+                verdict = "reproduced"
+            else:
+                verdict = "left the plateau" if left else "stayed on the plateau"
             out.append(
                 Claim(
-                    f"{label} (seed recipe) learns beyond the zero predictor within {p['epochs']} epochs",
+                    f"{label} (seed recipe) leaves the zero predictor's plateau within {p['epochs']} epochs "
+                    f"and reaches the seed's {SEED_MSE}",
                     f"{SEED_MSE} (stateless, 100 epochs); Keras 3 here: 0.00718, never left the plateau",
-                    f"{mse:.4g} vs zero predictor {zero:.4g}",
-                    "reproduced"
-                    if (mse <= 1.5 * SEED_MSE)
-                    else ("left the plateau" if left else "stayed on the plateau"),
+                    f"{mse:.4g} vs zero predictor {zero:.4g} ({mse / SEED_MSE:.2f}x the seed's number)",
+                    verdict,
                 )
             )
     for name, how in (
