@@ -138,4 +138,9 @@ def run(args: argparse.Namespace) -> int:
     for r in reports:
         print(f"report: {r}")
     print(f"done in {time.perf_counter() - t0:.0f} s")
+    if args.quick:
+        print(
+            "note: --quick shrinks sizes and epochs, so its verdicts describe this small run; "
+            "run without --quick for the seeds' settings."
+        )
     return 0
