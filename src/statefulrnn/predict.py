@@ -20,7 +20,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor
 
 from statefulrnn import losses
 from statefulrnn.data.schedule import pack, stateful_schedule
@@ -261,8 +260,3 @@ def error_by_step(packed_out: np.ndarray, seqs: Sequences, loss: str = "mse") ->
     den = np.bincount(t, weights=wn, minlength=int(lengths.max()))
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(den > 0, num / np.where(den > 0, den, 1), np.nan)
-
-
-def outputs_to_tensor(seqs_out: list[np.ndarray]) -> Tensor:
-    """Stack equal-length predictions into one [N, T, O] tensor (a convenience for plots)."""
-    return torch.from_numpy(np.stack(seqs_out))

@@ -100,13 +100,17 @@ def run_config(
     if "cut" in fit_args:
         train = train.cut(fit_args.pop("cut"))  # one long series spread over several lanes
     fit_args.setdefault("loss", data.loss)
-    val, test, win_test = data.val, data.test, _windowed_test(data, windowed_limit)
+    win_test = _windowed_test(data, windowed_limit)  # scored in the targets' own units
+    val, test_in, win_in = data.val, data.test, win_test  # what the model is fed
     scaling = None
     if fit_args.pop("standardize", False):
         # inputs and targets standardized on the training steps; predictions scored in target units
         scaling = Scaling.fit(train)
         train, val = scaling.apply(train), scaling.apply(val)
-        test, win_test = scaling.apply(test, targets=False), scaling.apply(win_test, targets=False)
+        test_in, win_in = (
+            scaling.apply(test_in, targets=False),
+            scaling.apply(win_in, targets=False),
+        )
     t0 = time.perf_counter()
     history = fit(model, train, val, seed=cfg.seed, verbose=verbose, **fit_args)
     train_seconds = time.perf_counter() - t0
@@ -114,14 +118,13 @@ def run_config(
         _history_to_target_units(history, float(np.mean(scaling.y.std**2)))
 
     t0 = time.perf_counter()
-    st = stateful_outputs(model, test)
+    st = stateful_outputs(model, test_in)
     st_seconds = time.perf_counter() - t0
     t0 = time.perf_counter()
-    win = windowed_outputs(model, win_test, window=cfg.predict_window, burn_in=cfg.predict_burn_in)
+    win = windowed_outputs(model, win_in, window=cfg.predict_window, burn_in=cfg.predict_burn_in)
     win_seconds = time.perf_counter() - t0
     if scaling is not None:
         st, win = scaling.y.invert(st), scaling.y.invert(win)
-    win_test = _windowed_test(data, windowed_limit)
     st_on_win = st[: pack(win_test).offsets[-1]]
     return {
         "label": cfg.label,

@@ -228,7 +228,6 @@ def run_epoch(
     Distributed (see `distributed.py`): `norms` are the chunks' weight sums over all ranks and
     `reduce` sums a chunk's loss over all ranks, so every rank sees the global value.
     """
-    device = model.device
     norms = chunk_norms(schedule) if norms is None else norms
     # the weighted sum of `step.loss_fn` without its weight sum: `norms` hold those already
     step_loss = losses.STEP_LOSSES[cfg.loss]
@@ -261,7 +260,6 @@ def run_epoch(
         weight += norm
         steps_done += int(schedule.bounds[k + 1] - schedule.bounds[k]) * schedule.window
         progress.update(k + 1, loss=total / max(weight, 1e-30), steps=steps_done)
-    del device
     return total / max(weight, 1e-30), schedule.scored_steps
 
 
