@@ -10,16 +10,22 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
 import json
-import math
 import os
-import select
 import signal
 import sys
 from pathlib import Path
 
 import numpy as np
+
+from statefulrnn.streams.lines import (
+    DEFAULT_LIMITS,
+    LineError,
+    LineLimits,
+    LineReader,
+    is_csv_header,
+    parse_line,
+)
 
 DESCRIPTION = """\
 Serve a model step by step: each input line is one step of one stream (a named, open-ended
@@ -33,8 +39,11 @@ output lines (stdout), in input order:
   {"line": 1, "id": "sensor-7", "y": [0.031]}
   {"line": 2, "error": "line 2: x has 3 values but the model takes 2 features"}
 
-A malformed line gets an error line and the stream goes on. Lines already waiting are run
-together in one batched call. The model sees x as given: scale inputs as it was trained.
+A malformed line gets an error line and the stream goes on; no line can stop the process.
+Limits per line: at most --max-line-bytes (default 1 MiB; a longer line is skipped as it
+arrives), numbers of at most 64 characters, JSON nested at most 8 deep, ids of at most 1024
+characters; NaN and inf are refused (they would spoil a stream's state). Lines already
+waiting are run together in one batched call. The model sees x as given: scale inputs as it was trained.
 With --state FILE, streams continue where they stopped: the states are loaded at start (if
 FILE exists) and saved at the end of the input and on SIGTERM or Ctrl-C (exit status 0).
 """
@@ -45,8 +54,6 @@ examples:
   statefulrnn stream models/elec --input steps.csv > predictions.jsonl
   statefulrnn stream models/elec --capacity 100000 --spill-dir /var/tmp/spill
 """
-
-READ_SIZE = 1 << 16
 
 
 def add_parser(subparsers) -> None:
@@ -81,63 +88,38 @@ def add_parser(subparsers) -> None:
         metavar="N",
         help="at most N lines per batch (default: 4096)",
     )
+    p.add_argument(
+        "--max-line-bytes",
+        type=int,
+        default=DEFAULT_LIMITS.max_line_bytes,
+        metavar="N",
+        help=f"longest input line; longer ones get an error line (default: {DEFAULT_LIMITS.max_line_bytes})",
+    )
     p.set_defaults(run=run)
 
 
-# ----------------------------------------------------------------- parsing one line
-def parse_line(text: str, fmt: str, features: int):
-    """(id, x [F] float64) of one line; ValueError with the problem otherwise."""
-    text = text.strip()
-    if fmt == "json" or (fmt == "auto" and text.startswith("{")):
-        try:
-            obj = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"not valid JSON ({err.msg} at column {err.colno})") from None
-        if not isinstance(obj, dict) or "id" not in obj or "x" not in obj:
-            raise ValueError('expected an object with "id" and "x", e.g. {"id": "a", "x": [0.5]}')
-        sid, raw = obj["id"], obj["x"]
-        if isinstance(sid, bool) or not isinstance(sid, (str, int)):
-            raise ValueError(f"id must be a string or an integer; received {sid!r}")
-        if isinstance(raw, (int, float)) and not isinstance(raw, bool):
-            raw = [raw]
-        if not isinstance(raw, list):
-            raise ValueError(f"x must be a list of {features} numbers; received {raw!r}")
-    else:
-        fields = next(csv.reader([text]))
-        sid, raw = fields[0].strip(), [f.strip() for f in fields[1:]]
-        if not sid:
-            raise ValueError("the id (first field) is empty")
-    if len(raw) != features:
-        raise ValueError(
-            f"x has {len(raw)} value{'s' if len(raw) != 1 else ''} but the model takes "
-            f"{features} feature{'s' if features != 1 else ''}"
-        )
-    x = np.empty(features)
-    for j, v in enumerate(raw):
-        try:
-            if isinstance(v, bool):
-                raise ValueError
-            x[j] = float(v)
-        except (TypeError, ValueError):
-            raise ValueError(f"x[{j}] = {v!r} is not a number") from None
-        if not math.isfinite(x[j]):
-            raise ValueError(f"x[{j}] = {v!r} is not finite; it would spoil the stream's state")
-    return sid, x
+# ----------------------------------------------------------------- answering lines
+def answer(
+    pool, numbered: list[tuple[int, str | LineError]], fmt: str, limits: LineLimits = DEFAULT_LIMITS
+) -> list[dict]:
+    """One output dict per line (a CSV header line has none).
 
-
-def answer(pool, numbered: list[tuple[int, str]], fmt: str) -> list[dict]:
-    """One output dict per line (a CSV header line has none): parse, then step the valid lines in rounds of distinct ids
-    (round r holds each id's r-th line, so every stream's steps run in order)."""
+    Parse each line (an item may already be a LineError from the reader), then step the valid
+    lines in rounds of distinct ids: round r holds each id's r-th line, so every stream's steps
+    run in order. A bad line changes no stream's state.
+    """
     features = pool.model.input_size
     out: list[dict | None] = [None] * len(numbered)
     rounds: list[list[tuple[int, object, np.ndarray]]] = []
     seen: dict[object, int] = {}
     for pos, (n, text) in enumerate(numbered):
-        if n == 1 and fmt != "json" and text.split(",")[0].strip().lower() == "id":
+        if n == 1 and fmt != "json" and isinstance(text, str) and is_csv_header(text):
             continue  # a CSV header
         try:
-            sid, x = parse_line(text, fmt, features)
-        except ValueError as err:
+            if isinstance(text, LineError):
+                raise text
+            sid, x = parse_line(text, fmt, features, limits)
+        except LineError as err:
             out[pos] = {"line": n, "error": f"line {n}: {err}"}
             continue
         r = seen.get(sid, 0)
@@ -155,64 +137,6 @@ def answer(pool, numbered: list[tuple[int, str]], fmt: str) -> list[dict]:
     return [o for o in out if o is not None]
 
 
-# ----------------------------------------------------------------- reading what is waiting
-class Lines:
-    """Numbered lines from a file descriptor, in batches of the lines already waiting.
-
-    Blocks only when nothing is waiting; returns early (None) when `wake` gets a byte (a
-    signal arrived). Blank lines are counted, not returned.
-    """
-
-    def __init__(self, fd: int, wake: int, max_batch: int):
-        self.fd, self.wake, self.max_batch = fd, wake, max_batch
-        self.pending, self.number, self.eof = b"", 0, False
-
-    def _ready(self, timeout: float | None) -> bool:
-        readable, _, _ = select.select([self.fd, self.wake], [], [], timeout)
-        if self.wake in readable:
-            return False
-        return self.fd in readable
-
-    def _read(self) -> None:
-        data = os.read(self.fd, READ_SIZE)
-        if data:
-            self.pending += data
-        else:
-            self.eof = True
-
-    def batch(self) -> list[tuple[int, str]] | None:
-        """The next lines (at least one), or None at the end of input or on a signal."""
-        while True:
-            lines = self._take()
-            while len(lines) < self.max_batch and not self.eof and self._ready(0):
-                self._read()  # more is already waiting: take it into this batch
-                lines += self._take(self.max_batch - len(lines))
-            if lines:
-                return lines
-            if self.eof:
-                if self.pending.strip():  # a last line without a newline
-                    tail, self.pending = self.pending, b""
-                    self.number += 1
-                    return [(self.number, tail.decode("utf-8", "replace"))]
-                return None
-            if not self._ready(None):
-                return None
-            self._read()
-
-    def _take(self, limit: int | None = None) -> list[tuple[int, str]]:
-        limit = self.max_batch if limit is None else limit
-        out = []
-        while len(out) < limit:
-            cut = self.pending.find(b"\n")
-            if cut < 0:
-                break
-            raw, self.pending = self.pending[:cut], self.pending[cut + 1 :]
-            self.number += 1
-            if raw.strip():
-                out.append((self.number, raw.decode("utf-8", "replace")))
-        return out
-
-
 # ----------------------------------------------------------------- the command
 def run(args) -> int:
     from statefulrnn.model import load_model
@@ -221,6 +145,10 @@ def run(args) -> int:
     if args.max_batch < 1:
         print("stream: --max-batch must be >= 1", file=sys.stderr)
         return 2
+    if args.max_line_bytes < 1:
+        print("stream: --max-line-bytes must be >= 1", file=sys.stderr)
+        return 2
+    limits = LineLimits(max_line_bytes=args.max_line_bytes)
     try:
         model = load_model(args.model)
         if args.state and Path(args.state).exists():
@@ -254,12 +182,12 @@ def run(args) -> int:
             previous[sig] = signal.signal(sig, on_signal)
     lines_in = errors = 0
     try:
-        reader = Lines(fd, wake_r, args.max_batch)
+        reader = LineReader(fd, wake_r, args.max_batch, limits)
         while stop["signal"] is None:
             batch = reader.batch()
             if batch is None:
                 break
-            out = answer(pool, batch, args.format)
+            out = answer(pool, batch, args.format, limits)
             lines_in += len(out)
             errors += sum("error" in o for o in out)
             sys.stdout.write("".join(json.dumps(o) + "\n" for o in out))
