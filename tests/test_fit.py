@@ -15,6 +15,7 @@ import pytest
 import torch
 
 import statefulrnn as sr
+from statefulrnn.model import cells
 
 GRAD_TOL = 1e-10
 
@@ -116,7 +117,7 @@ def max_diff(xs, ys) -> float:
 
 
 # --------------------------------------------------------------------------- 1. gradients
-@pytest.mark.parametrize("cell,layers", [("lstm", 1), ("gru", 2), ("rnn", 1)])
+@pytest.mark.parametrize("cell,layers", [(c, 1 + i % 2) for i, c in enumerate(cells.names())])
 def test_one_chunk_update_is_full_sequence_bptt(cell, layers):
     """window >= T and all sequences in one chunk: one SGD step moves the weights by -lr times
     the gradient of the weighted mean loss of a whole-sequence forward."""
@@ -144,7 +145,7 @@ def test_one_chunk_update_is_full_sequence_bptt(cell, layers):
 
 
 @pytest.mark.parametrize("window", [1, 3, 5, 16])  # 16 >= T: one chunk per sequence, full BPTT
-@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("cell", cells.names())
 def test_truncated_gradient_is_sum_of_per_chunk_gradients_from_detached_state(window, cell):
     """One lane, variable lengths (several sequences share the lane, so resets happen)."""
     seqs = make_sequences([7, 12, 3, 10])

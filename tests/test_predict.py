@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import statefulrnn as sr
+from statefulrnn.model import cells
 from statefulrnn.predict import windowed_outputs
 
 TOL64 = 1e-12
@@ -72,7 +73,7 @@ def max_abs(a_list, b_list) -> float:
 
 
 # --------------------------------------------------------------------------- stateful
-@pytest.mark.parametrize("cell,layers", [("lstm", 1), ("gru", 2), ("rnn", 3)])
+@pytest.mark.parametrize("cell,layers", [(c, 1 + i % 3) for i, c in enumerate(cells.names())])
 def test_stateful_prediction_is_the_full_sequence_forward(cell, layers):
     seqs = make_sequences(LENGTHS)
     model = make_model(cell, layers)
@@ -97,7 +98,7 @@ def test_prediction_leaves_the_model_as_it_was():
 
 
 # --------------------------------------------------------------------------- windowed
-@pytest.mark.parametrize("cell,layers", [("lstm", 2), ("gru", 1)])
+@pytest.mark.parametrize("cell,layers", [(c, 2 - i % 2) for i, c in enumerate(cells.names())])
 def test_windowed_with_window_T_is_stateful(cell, layers):
     seqs = make_sequences(LENGTHS)
     model = make_model(cell, layers)
@@ -128,7 +129,7 @@ def test_windowed_batches_of_rows_agree(rows):
 
 # --------------------------------------------------------------------------- burn-in
 @pytest.mark.parametrize("dtype,tol", [(torch.float64, TOL64), (torch.float32, 1e-5)])
-@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("cell", cells.names())
 def test_windowed_with_burn_in_all_is_stateful(cell, dtype, tol):
     seqs = make_sequences([1, 9, 23, 4, 40])
     model = make_model(cell, 2, dtype=dtype)

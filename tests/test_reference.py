@@ -14,8 +14,9 @@ from hypothesis import strategies as st
 
 import statefulrnn as sr
 from statefulrnn import reference
+from statefulrnn.model import cells
 
-CELLS = ["rnn", "lstm", "gru"]
+CELLS = list(cells.names())
 TOL = 1e-10
 
 
@@ -51,11 +52,12 @@ def test_torch_model_equals_numpy_reference(
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(batch, steps, f))
     h0 = rng.normal(size=(num_layers, batch, hidden)) if warm_start else None
-    c0 = rng.normal(size=(num_layers, batch, hidden)) if warm_start and cell == "lstm" else None
+    two = len(cells.get(cell).state) == 2
+    c0 = rng.normal(size=(num_layers, batch, hidden)) if warm_start and two else None
 
     state = None
     if warm_start:
-        parts = (h0, c0) if cell == "lstm" else (h0,)
+        parts = (h0, c0) if two else (h0,)
         state = sr.State(tuple(torch.from_numpy(p) for p in parts), model.state_spec()[1])
     with torch.no_grad():
         y, final, hidden_states = model(torch.from_numpy(x), state, return_hidden=True)
@@ -66,7 +68,7 @@ def test_torch_model_equals_numpy_reference(
     for layer in range(num_layers):
         assert np.abs(hidden_states[layer].numpy() - trace.h[layer]).max() <= TOL
     assert np.abs(final.h.numpy() - trace.final_h).max() <= TOL
-    if cell == "lstm":
+    if two:
         assert np.abs(final.c.numpy() - trace.final_c).max() <= TOL
         assert len(trace.c) == num_layers
         np.testing.assert_array_equal(trace.c[-1][:, -1], trace.final_c[-1])
@@ -95,7 +97,7 @@ def test_reference_with_reset_lanes_matches_model(cell):
 
 # --------------------------------------------------------------------------- the equations
 def _weights(cell, hidden=1, f=1, value=0.0):
-    gates = {"rnn": 1, "lstm": 4, "gru": 3}[cell]
+    gates = cells.get(cell).gates
     return {
         "layers.0.weight_ih_l0": np.full((gates * hidden, f), value),
         "layers.0.weight_hh_l0": np.full((gates * hidden, hidden), value),

@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 import statefulrnn as sr
 from statefulrnn.cli import main
 from statefulrnn.cli.stream import answer
+from statefulrnn.model import cells
 from statefulrnn.streams import fused
 from statefulrnn.streams.fused import NUMPY_MAX_ROWS, SIGMOID_TANH_MIN, FusedKernel
 from statefulrnn.streams.kernels import ForwardKernel
@@ -34,7 +35,8 @@ from statefulrnn.streams.kernels import ForwardKernel
 TOL32 = 1e-5
 TOL64 = 1e-12
 F, H, OUT = 2, 8, 3  # features, hidden units, outputs
-CELLS = ["lstm", "gru", "rnn"]
+CELLS = list(cells.names())
+FAST = [c for c in CELLS if cells.get(c).fast_stream]  # cells with a fused stream step
 
 
 @pytest.fixture(autouse=True)
@@ -141,7 +143,7 @@ def test_any_interleaving_and_split_equals_stateful_prediction(data):
     assert_close(feed.outputs(), stateful(model, xs))
 
 
-@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("cell", FAST)
 @pytest.mark.parametrize("layers", [1, 2])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_fused_kernels_equal_forward_at_every_batch_size(cell, layers, dtype):
@@ -169,6 +171,12 @@ class Subclassed(sr.StatefulRNN):
     def forward(self, x, state=None, reset=None):
         y, new = super().forward(x, state, reset)
         return y + 1.0, new
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_the_registry_says_which_cells_take_the_fused_path(cell):
+    kernel = sr.StreamPool(make_model(cell))._kernel
+    assert isinstance(kernel, FusedKernel if cells.get(cell).fast_stream else ForwardKernel)
 
 
 def test_models_the_fused_path_does_not_cover_go_through_forward():

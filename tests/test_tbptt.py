@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import statefulrnn as sr
+from statefulrnn.model import cells
 
 GRAD_TOL = 1e-10
 
@@ -117,7 +118,7 @@ def tbptt_oracle(model, seqs, k1, k2, lanes=1):
     "k1,k2",
     [(2, 2), (2, 3), (2, 5), (3, 7), (1, 4), (2, 100)],
 )
-@pytest.mark.parametrize("cell,layers", [("lstm", 1), ("gru", 2)])
+@pytest.mark.parametrize("cell,layers", [(c, 1 + i % 2) for i, c in enumerate(cells.names())])
 def test_tbptt_gradient_reaches_exactly_k2_steps_back(k1, k2, cell, layers):
     """One lane running four sequences back to back: every sequence after the first starts
     with a reset that lies inside the k2 history of its first chunks; lengths that are not

@@ -17,6 +17,7 @@ Weights use PyTorch's layout (for layer l, `layers.{l}.weight_ih_l0` etc.):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,6 +48,21 @@ def gru_step(x, h, w_ih, w_hh, b_ih, b_hh):
     return (1.0 - z) * n + z * h
 
 
+# cell -> (number of state parts, step(x_t, state parts, layer weights) -> new state parts).
+# The cells are the registry's (model/cells/); this module imports nothing from the package,
+# so it keeps its own table, and tests/test_cells.py checks that the two name the same cells.
+Step = Callable[[np.ndarray, tuple[np.ndarray, ...], dict[str, np.ndarray]], tuple[np.ndarray, ...]]
+STEPS: dict[str, tuple[int, Step]] = {
+    "rnn": (1, lambda x, s, p: (rnn_step(x, s[0], *_recurrent(p)),)),
+    "lstm": (2, lambda x, s, p: lstm_step(x, *s, *_recurrent(p))),
+    "gru": (1, lambda x, s, p: (gru_step(x, s[0], *_recurrent(p)),)),
+}
+
+
+def _recurrent(p: dict[str, np.ndarray]) -> tuple[np.ndarray, ...]:
+    return p["weight_ih_l0"], p["weight_hh_l0"], p["bias_ih_l0"], p["bias_hh_l0"]
+
+
 @dataclass
 class Trace:
     """Everything the reference computed: y [B, T, O]; per layer h [B, T, H] (and c for LSTM)."""
@@ -66,39 +82,36 @@ def weights_of(model) -> dict[str, np.ndarray]:
 def forward(weights: dict[str, np.ndarray], cell: str, x: np.ndarray, h0=None, c0=None) -> Trace:
     """Run x [B, T, F] through the layers and head in `weights`, one step at a time.
 
-    `h0`, `c0`: initial state [L, B, H] (zeros if None). `cell` is "rnn", "lstm" or "gru".
+    `h0`, `c0`: initial state [L, B, H] (zeros if None; c only for cells with two state
+    parts). `cell` is a key of STEPS: "rnn", "lstm", "gru", ...
     """
+    if cell not in STEPS:
+        raise ValueError(f"unknown cell {cell!r}; expected one of {sorted(STEPS)}.")
+    n_parts, step = STEPS[cell]
     x = np.asarray(x, dtype=np.float64)
     n_layers = len({k.split(".")[1] for k in weights if k.startswith("layers.")})
+    hidden = weights["head.weight"].shape[1]  # every layer has the head's input size
     b, t_len, _ = x.shape
     inp = x
     hs, cs, final_h, final_c = [], [], [], []
     for layer in range(n_layers):
         p = {k.split(".")[-1]: v for k, v in weights.items() if k.startswith(f"layers.{layer}.")}
-        w_ih, w_hh = p["weight_ih_l0"], p["weight_hh_l0"]
-        b_ih, b_hh = p["bias_ih_l0"], p["bias_hh_l0"]
-        hidden = w_hh.shape[1]
-        h = np.zeros((b, hidden)) if h0 is None else np.array(h0[layer], dtype=np.float64)
-        c = np.zeros((b, hidden)) if c0 is None else np.array(c0[layer], dtype=np.float64)
-        out_h = np.zeros((b, t_len, hidden))
-        out_c = np.zeros((b, t_len, hidden))
+        starts = (h0, c0)[:n_parts]
+        state = tuple(
+            np.zeros((b, hidden)) if s is None else np.array(s[layer], dtype=np.float64)
+            for s in starts
+        )
+        out = [np.zeros((b, t_len, hidden)) for _ in range(n_parts)]
         for t in range(t_len):
-            if cell == "rnn":
-                h = rnn_step(inp[:, t], h, w_ih, w_hh, b_ih, b_hh)
-            elif cell == "lstm":
-                h, c = lstm_step(inp[:, t], h, c, w_ih, w_hh, b_ih, b_hh)
-            elif cell == "gru":
-                h = gru_step(inp[:, t], h, w_ih, w_hh, b_ih, b_hh)
-            else:
-                raise ValueError(f"unknown cell {cell!r}; expected 'rnn', 'lstm' or 'gru'.")
-            out_h[:, t], out_c[:, t] = h, c
-        hs.append(out_h)
-        cs.append(out_c)
-        final_h.append(h)
-        final_c.append(c)
-        inp = out_h
+            state = step(inp[:, t], state, p)
+            for o, part in zip(out, state):
+                o[:, t] = part
+        hs.append(out[0])
+        final_h.append(state[0])
+        if n_parts > 1:
+            cs.append(out[1])
+            final_c.append(state[1])
+        inp = out[0]
     y = inp @ weights["head.weight"].T + weights["head.bias"]
-    lstm = cell == "lstm"
-    return Trace(
-        y, hs, cs if lstm else None, np.stack(final_h), np.stack(final_c) if lstm else None
-    )
+    two = n_parts > 1
+    return Trace(y, hs, cs if two else None, np.stack(final_h), np.stack(final_c) if two else None)

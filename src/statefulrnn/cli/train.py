@@ -7,6 +7,7 @@ from dataclasses import fields
 
 from statefulrnn.cli import distributed
 from statefulrnn.cli import options as o
+from statefulrnn.model import cells
 from statefulrnn.tabular.train import TableTrainConfig, defaults, train_table
 from statefulrnn.train import TrainingDiverged
 
@@ -99,7 +100,7 @@ def add_parser(subparsers) -> None:
         "--epochs", type=o.integer, metavar="E", help=f"at most E epochs (default: {d['epochs']})"
     )
     m.add_argument(
-        "--cell", choices=["lstm", "gru", "rnn"], help=f"recurrent cell (default: {d['cell']})"
+        "--cell", choices=cells.names(), help=f"recurrent cell (default: {d['cell']})"
     )
     m.add_argument(
         "--hidden", type=o.integer, metavar="H", help=f"hidden units (default: {d['hidden']})"

@@ -12,7 +12,8 @@ range. A `--space` TOML file overrides the defaults one option at a time:
 `mode` chooses among "stateful", "stateless" and "stateless+burn-in"; `burn_in` (steps run
 without gradient before each stateless window) is drawn only when the mode asks for it.
 
-Knows Optuna only through `trial.suggest_*`; knows nothing of models or data.
+Knows Optuna only through `trial.suggest_*`, and the cells by name from their registry
+(model/cells/, which imports no torch); nothing else of models or data.
 """
 
 from __future__ import annotations
@@ -22,13 +23,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from statefulrnn.model import cells
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 MODES = ("stateful", "stateless", "stateless+burn-in")
-CELLS = ("lstm", "gru", "rnn")
 # option -> type of its values; `statefulrnn train`'s names, so a best config needs no renaming
 OPTIONS: dict[str, type] = {
     "mode": str,
@@ -77,7 +79,7 @@ def default_space(
         "window": {"low": 1, "high": max(1, min(max_length, 256)), "log": True},
         "burn_in": {"low": 1, "high": max(1, min(max_length, 1024)), "log": True},
         "batch_size": {"low": 4, "high": 128, "log": True},
-        "cell": {"choices": ["lstm", "gru"]},
+        "cell": {"choices": cells.sweep_names()},
         "hidden": {"low": 4, "high": 64, "log": True},
         "layers": {"low": 1, "high": 2, "log": False},
         "lr": {"low": 1e-4, "high": 3e-2, "log": True},
@@ -140,8 +142,8 @@ def _check_value(name: str, v: Any, where: str) -> Any:
         raise ValueError(f"{where}: {name}: expected {kind.__name__} values; received {v!r}.")
     if name == "mode" and v not in MODES:
         raise ValueError(f"{where}: mode {v!r} is not one of {MODES}.")
-    if name == "cell" and v not in CELLS:
-        raise ValueError(f"{where}: cell {v!r} is not one of {CELLS}.")
+    if name == "cell" and v not in cells.CELLS:
+        raise ValueError(f"{where}: cell {v!r} is not one of {cells.names()}.")
     if kind is int and v < (0 if name == "patience" else 1):
         raise ValueError(f"{where}: {name} must be >= 1; received {v}.")
     if kind is float and not v > 0:

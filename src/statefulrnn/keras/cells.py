@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from statefulrnn.model import cells
+
 ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "tanh": torch.tanh,
     "sigmoid": torch.sigmoid,
@@ -33,8 +35,8 @@ ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "hard_sigmoid_keras2": lambda a: torch.clamp(0.2 * a + 0.5, 0.0, 1.0),
     "softmax": lambda a: torch.softmax(a, dim=-1),
 }
-TORCH_CELLS = {"SimpleRNN": nn.RNN, "LSTM": nn.LSTM, "GRU": nn.GRU}
-GATES = {"SimpleRNN": 1, "LSTM": 4, "GRU": 3}
+# Keras class -> gate blocks in its kernel; the registry's cells that name a Keras class
+GATES = {name: spec.gates for name, spec in cells.keras_classes().items()}
 # Keras GRU blocks are z, r, h; PyTorch's are r, z, n: take Keras block 1, then 0, then 2.
 GRU_TO_TORCH = [1, 0, 2]
 
@@ -58,7 +60,8 @@ def fused_reason(spec: dict) -> str | None:
 
 
 def n_parts(spec: dict) -> int:
-    return 2 if spec["type"] == "LSTM" else 1
+    """State tensors of a Keras recurrent layer: its registry cell's (LSTM: h and c)."""
+    return len(cells.keras_classes()[spec["type"]].state)
 
 
 def _tensor(a: np.ndarray, like: Tensor) -> Tensor:
@@ -76,10 +79,11 @@ class FusedRecurrent(nn.Module):
     def __init__(self, spec: dict, *, device=None, dtype=torch.float32):
         super().__init__()
         self.spec = spec
-        kw = {"bias": spec["use_bias"], "batch_first": True, "device": device, "dtype": dtype}
+        kw = {"bias": spec["use_bias"], "device": device, "dtype": dtype}
         if spec["type"] == "SimpleRNN":
             kw["nonlinearity"] = spec["activation"]
-        self.rnn = TORCH_CELLS[spec["type"]](spec["input_size"], spec["units"], **kw)
+        cell = cells.keras_classes()[spec["type"]]
+        self.rnn = cell.build_layer(spec["input_size"], spec["units"], **kw)
 
     def forward(self, x: Tensor, parts: tuple[Tensor, ...]) -> tuple[Tensor, tuple[Tensor, ...]]:
         if self.spec["type"] == "LSTM":

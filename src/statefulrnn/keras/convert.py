@@ -15,8 +15,11 @@ from typing import Any
 import numpy as np
 
 from statefulrnn.keras.reader import KerasFile, KerasImportError, KerasLayer
+from statefulrnn.model import cells
 
-RECURRENT = {"SimpleRNN": 1, "LSTM": 4, "GRU": 3}  # class -> gates stacked in the kernel
+# Keras recurrent class -> gates stacked in its kernel: the cells whose registry entry names
+# a Keras class (SimpleRNN, LSTM, GRU), in Keras's gate count (the same as PyTorch's).
+RECURRENT = {name: spec.gates for name, spec in cells.keras_classes().items()}
 # Keras activations these layers may use; "hard_sigmoid" resolves by Keras version (below).
 ACTIVATIONS = {"tanh", "sigmoid", "hard_sigmoid", "relu", "linear"}
 HEAD_ACTIVATIONS = ACTIVATIONS | {"softmax"}
@@ -217,7 +220,7 @@ def convert(
     recurrent_at = [i for i, lay in enumerate(file.layers) if lay.class_name in RECURRENT]
     if not recurrent_at:
         raise KerasImportError(
-            f"{file.source}: the model has no SimpleRNN, LSTM or GRU layer; nothing to run "
+            f"{file.source}: the model has no {' or '.join(RECURRENT)} layer; nothing to run "
             f"statefully (layers: {[lay.class_name for lay in file.layers]})."
         )
     input_size: int | None = None
@@ -266,6 +269,12 @@ def convert(
             spec, w = {"type": cls, "name": layer.name}, {}
             if cls == "Activation":
                 spec["activation"] = _activation(layer, "activation", keras3, HEAD_ACTIVATIONS)
+        elif (ours := cells.CELLS.get(cls.lower())) is not None and ours.keras is None:
+            _refuse(
+                layer,
+                f"{ours.name!r} is a statefulrnn cell without a Keras counterpart; "
+                "build it with sr.StatefulRNN(..., cell=...) instead of importing it.",
+            )
         else:
             hint = {
                 "Bidirectional": " (it reads the future, so it cannot run step by step)",
@@ -275,7 +284,7 @@ def convert(
             _refuse(
                 layer,
                 f"layer class {cls!r} is not supported{hint}; supported: InputLayer, "
-                "SimpleRNN, LSTM, GRU, Dense, TimeDistributed(Dense), Dropout, Activation.",
+                f"{', '.join(RECURRENT)}, Dense, TimeDistributed(Dense), Dropout, Activation.",
             )
         if input_size is None:
             input_size = spec.get("input_size")

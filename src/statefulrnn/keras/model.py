@@ -26,11 +26,11 @@ from statefulrnn.keras.cells import (
     fused_reason,
     n_parts,
 )
+from statefulrnn.model import cells
 from statefulrnn.model.base import RecurrentModel, register
 from statefulrnn.model.state import State
 
-RECURRENT_TYPES = ("SimpleRNN", "LSTM", "GRU")
-TORCH_NAMES = {"SimpleRNN": "RNN", "LSTM": "LSTM", "GRU": "GRU"}
+RECURRENT_TYPES = tuple(cells.keras_classes())  # SimpleRNN, LSTM, GRU: from the registry
 
 
 def _block(spec: dict, kw: dict) -> nn.Module:
@@ -136,7 +136,7 @@ class KerasRNN(RecurrentModel):
             if t in RECURRENT_TYPES:
                 what = f"{t}({spec['units']})"
                 if spec["path"] == "fused":
-                    how = f"fused nn.{TORCH_NAMES[t]}"
+                    how = f"fused nn.{cells.keras_classes()[t].layer_class().__name__}"
                 else:
                     reason = fused_reason(spec) or "requested (fused would also be exact)"
                     how = f"step-by-step torch loop: {reason}"

@@ -1,7 +1,8 @@
-"""StatefulRNN: a stack of RNN/LSTM/GRU layers and a per-step linear head.
+"""StatefulRNN: a stack of recurrent layers of one registered cell and a per-step linear head.
 
-Whole chunks go through PyTorch's fused kernels (`nn.RNN`, `nn.LSTM`, `nn.GRU`), one module
-per layer so every layer's per-step hidden states are at hand; no Python loop over steps.
+The cell comes from the registry (model/cells/): PyTorch's fused kernels (`nn.RNN`,
+`nn.LSTM`, `nn.GRU`) or a layer of ours with the same interface. One module per layer, so
+every layer's per-step hidden states are at hand; whole chunks go through each layer.
 """
 
 from __future__ import annotations
@@ -12,10 +13,9 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from statefulrnn.model import cells
 from statefulrnn.model.base import RecurrentModel, register
 from statefulrnn.model.state import State
-
-CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 
 
 @register
@@ -41,8 +41,7 @@ class StatefulRNN(RecurrentModel):
         dtype: torch.dtype = torch.float32,
     ):
         super().__init__()
-        if cell not in CELLS:
-            raise ValueError(f"cell must be one of {sorted(CELLS)}; received {cell!r}.")
+        spec = cells.get(cell)
         for name, v in (
             ("input_size", input_size),
             ("hidden_size", hidden_size),
@@ -56,13 +55,14 @@ class StatefulRNN(RecurrentModel):
         self.input_size, self.hidden_size, self.output_size = input_size, hidden_size, output_size
         self.cell, self.num_layers, self.dropout = cell, num_layers, dropout
         kw = {"device": device, "dtype": dtype}
+        self.spec = spec
         self.layers = nn.ModuleList(
-            CELLS[cell](input_size if i == 0 else hidden_size, hidden_size, batch_first=True, **kw)
+            spec.build_layer(input_size if i == 0 else hidden_size, hidden_size, **kw)
             for i in range(num_layers)
         )
         self.drop = nn.Dropout(dropout)
         self.head = nn.Linear(hidden_size, output_size, **kw)
-        self._names = ("h", "c") if cell == "lstm" else ("h",)
+        self._names = spec.state
 
     def config(self) -> dict[str, Any]:
         return {
@@ -75,7 +75,7 @@ class StatefulRNN(RecurrentModel):
         }
 
     def state_spec(self):
-        names = ("h", "c") if self.cell == "lstm" else ("h",)
+        names = self.spec.state
         return [(self.num_layers, self.hidden_size)] * len(names), names
 
     def forward(
@@ -91,20 +91,18 @@ class StatefulRNN(RecurrentModel):
         self.check_input(x)
         if state is not None:
             state = self.start_state(state, reset, x.shape[0])
-        lstm = self.cell == "lstm"
         out, hidden, next_parts = x, [], []
         for i, layer in enumerate(self.layers):
             if i > 0 and self.dropout > 0:
                 out = self.drop(out)
             if state is None:
-                hx = None  # the fused kernel starts from zeros itself
+                hx = None  # the layer starts from zeros itself
             elif self.num_layers == 1:  # the state is this layer's: no slicing per chunk
-                hx = state.tensors if lstm else state.tensors[0]
+                hx = _hx(state.tensors)
             else:
-                h0 = state.tensors[0][i : i + 1]
-                hx = (h0, state.tensors[1][i : i + 1]) if lstm else h0
+                hx = _hx(tuple(t[i : i + 1] for t in state.tensors))
             out, hn = layer(out, hx)
-            next_parts.append(hn if lstm else (hn,))
+            next_parts.append(hn if isinstance(hn, tuple) else (hn,))
             if return_hidden:
                 hidden.append(out)
         if self.num_layers == 1:
@@ -116,11 +114,13 @@ class StatefulRNN(RecurrentModel):
         return (y, new_state, hidden) if return_hidden else (y, new_state)
 
     def final_state(self, x: Tensor, lengths: Tensor) -> State:
-        """State after `lengths[i]` steps of row i from zero, in one packed pass per layer."""
+        """State after `lengths[i]` steps of row i from zero, in one packed pass per layer
+        (cells whose layer takes no packed sequence: one pass per distinct length)."""
+        if not self.spec.packed:
+            return super().final_state(x, lengths)
         self.check_input(x)
         empty = lengths == 0
         clamped = lengths.clamp(min=1).cpu()
-        lstm = self.cell == "lstm"
         out = pack_padded_sequence(x, clamped, batch_first=True, enforce_sorted=False)
         parts = []
         for i, layer in enumerate(self.layers):
@@ -130,6 +130,11 @@ class StatefulRNN(RecurrentModel):
                     self.drop(padded), lens, batch_first=True, enforce_sorted=False
                 )
             out, hn = layer(out)
-            parts.append(hn if lstm else (hn,))
+            parts.append(hn if isinstance(hn, tuple) else (hn,))
         tensors = tuple(torch.cat(ts, dim=0) for ts in zip(*parts))
         return State(tensors, self.state_spec()[1]).reset(empty.to(tensors[0].device))
+
+
+def _hx(parts: tuple[Tensor, ...]) -> Tensor | tuple[Tensor, ...]:
+    """A layer's initial state as PyTorch's modules take it: one tensor, or a tuple (LSTM)."""
+    return parts if len(parts) > 1 else parts[0]

@@ -1,7 +1,9 @@
 """StatefulRNN's step computed in place on a work buffer: the pool's fast path.
 
 Knows the inside of StatefulRNN (LSTM, GRU and tanh-RNN layers, a linear head) and the row
-layout of streams/layout.py; nothing about ids or files. Gives the numbers of
+layout of streams/layout.py; nothing about ids or files. Which cells it covers is the
+registry's `fast_stream` (model/cells/); for any other cell `fused_kernel` says None and
+the pool runs `model.forward`. Gives the numbers of
 `model.forward` (float32 within 1e-5; the tests check every cell, depth and batch size).
 
 The work buffer puts the step's input in front of the state, so every layer's product reads
@@ -34,12 +36,15 @@ from statefulrnn.streams.layout import Layout
 NUMPY_MAX_ROWS = 16  # CPU calls with at most this many streams run in numpy
 SIGMOID_TANH_MIN = 2048  # B * H from which torch computes tanh through sigmoid
 WORKSPACES = 8  # work buffers kept, by batch size (the latest used)
-GATES = {"lstm": 4, "gru": 4, "rnn": 1}  # gate columns per hidden unit (GRU: r, z, n_x, n_h)
+# the cells with a step here (registry: fast_stream=True) -> gate columns per hidden unit
+GATES = {"lstm": 4, "gru": 4, "rnn": 1}  # (GRU: r, z, n_x, n_h)
 
 
 def fused_kernel(model, layout: Layout) -> FusedKernel | None:
     """The fused kernel for this model, or None if the fused path does not cover it."""
     if type(model) is not StatefulRNN or type(model.head) is not nn.Linear:
+        return None
+    if not model.spec.fast_stream:
         return None
     for layer in model.layers:
         plain = (

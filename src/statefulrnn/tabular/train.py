@@ -21,8 +21,7 @@ from statefulrnn import records
 from statefulrnn.data.files import read_sequences
 from statefulrnn.data.scaling import Scaling
 from statefulrnn.data.sequences import Sequences
-from statefulrnn.model import StatefulRNN
-from statefulrnn.model.rnn import CELLS
+from statefulrnn.model import StatefulRNN, cells
 from statefulrnn.tabular.bundle import Bundle, extra_for
 from statefulrnn.tabular.predict import Evaluation, evaluate_sequences
 from statefulrnn.train import EarlyStopping, History, fit
@@ -50,7 +49,7 @@ class TableTrainConfig:
     window: int = 50  # steps per chunk (stateful) or per window (stateless)
     batch_size: int = 32  # lanes (stateful) or windows (stateless) per optimizer step
     epochs: int = 20  # at most; early stopping may end sooner
-    cell: str = "lstm"  # "lstm", "gru" or "rnn"
+    cell: str = "lstm"  # a registered cell: model/cells/
     hidden: int = 64  # hidden units per layer
     layers: int = 1  # stacked recurrent layers
     lr: float = 1e-3  # Adam's learning rate
@@ -62,8 +61,7 @@ class TableTrainConfig:
     def check(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}; received {self.mode!r}.")
-        if self.cell not in CELLS:
-            raise ValueError(f"cell must be one of {sorted(CELLS)}; received {self.cell!r}.")
+        cells.get(self.cell)  # a ValueError naming the registered cells if unknown
         if not 0.0 <= self.val < 1.0:
             raise ValueError(f"val must be a fraction in [0, 1); received {self.val}.")
         if not self.targets:
