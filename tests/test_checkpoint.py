@@ -159,7 +159,7 @@ def test_checkpoint_holds_data_not_pickles(tmp_path):
     ]  # fmt: skip
     trainer = records.read_json(folder / "trainer.json")
     assert trainer["epoch"] == 0 and trainer["config"]["window"] == 4
-    assert sr.History.load(folder / "history.json")[0]["epoch"] == 0
+    assert sr.History.load(folder / "history.json")[0]["epoch"] == 1  # numbered from 1
 
 
 # --------------------------------------------------------------------------- atomic saves

@@ -109,7 +109,7 @@ def test_predictions_are_the_model_outputs_in_the_users_units(trained, tmp_path)
     from statefulrnn import read_sequences
 
     seqs = read_sequences(data, id="sensor", time="ts", features=["temp", "load"])
-    raw = predict(b.model, b.scaling.apply(seqs, targets=False))  # standardized outputs
+    raw = predict(b.model, b.scaling.apply(seqs, targets=False), raw=True)  # standardized outputs
     for rows, out in zip(seqs.rows, raw):
         expect = out[:, 0] * b.scaling.y.std[0] + b.scaling.y.mean[0]
         np.testing.assert_allclose(preds["load_pred"].to_numpy()[rows], expect, rtol=1e-5)

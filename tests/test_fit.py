@@ -446,15 +446,17 @@ def test_history_records_and_table():
     val = make_sequences([6, 8], seed=1)
     model = make_model()
     h = sr.fit(model, seqs, val, mode="stateless", window=3, batch_size=2, epochs=2, verbose=0)
-    assert h.column("epoch") == [0, 1]
+    assert h.column("epoch") == [1, 2]  # numbered as the console prints them
     for row in h:
         assert set(row) == {
             "epoch", "loss", "val_loss", "val_loss_windowed", "seconds", "scored_steps",
         }  # fmt: skip
         assert row["scored_steps"] == sum(int((w > 0).sum()) for w in seqs.ws)
     # the last epoch's validation losses are the model's as it ends
-    assert h.last["val_loss"] == sr.evaluate(model, val)["loss"]
+    assert h.last["val_loss"] == sr.evaluate(model, val, mode="stateful")["loss"]
     assert h.last["val_loss_windowed"] == sr.evaluate(model, val, mode="windowed", window=3)["loss"]
+    # a stateless model is evaluated as it was trained by default: windowed, its window
+    assert h.last["val_loss_windowed"] == sr.evaluate(model, val)["loss"]
     table = h.table().splitlines()
     assert len(table) == 3 and "val_loss_windowed" in table[0]
 

@@ -65,9 +65,13 @@ def test_from_frame_is_a_classmethod_of_sequences():
 
 def test_without_id_or_time_the_table_is_one_sequence_in_file_order():
     df = table()
-    seqs = from_frame(df, features=["x"], targets=["y"])
+    # ...and since this table has an id column, reading it without one says so, by name
+    with pytest.warns(UserWarning, match=r"ONE sequence, but column 'id' has 3 distinct"):
+        seqs = from_frame(df, features=["x"], targets=["y"])
     assert len(seqs) == 1
     np.testing.assert_array_equal(seqs.rows[0], np.arange(len(df)))
+    one = from_frame(df.drop(columns="id"), features=["x"], targets=["y"])  # no warning
+    assert len(one) == 1
 
 
 def test_horizon_shifts_targets_within_an_id_and_keeps_the_last_steps_unscored():

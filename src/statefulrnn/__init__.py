@@ -5,6 +5,7 @@ models carry state across chunks through PyTorch's fused kernels; prediction is 
 (one O(T) pass) or windowed; streams serve many sequences step by step.
 """
 
+from statefulrnn.bundle import ModelBundle, load_bundle
 from statefulrnn.data import Chunk, Schedule, Sequences, stateful_schedule, stateless_schedule
 from statefulrnn.data.files import read_sequences
 from statefulrnn.keras import from_keras
@@ -28,6 +29,8 @@ def __getattr__(name: str):
 __all__ = [
     "Callback",
     "EarlyStopping",
+    "ModelBundle",
+    "load_bundle",
     "History",
     "TrainConfig",
     "TrainingDiverged",

@@ -6,6 +6,11 @@ without Python, one call per step, carrying the state itself:
 
     inputs:   x [B, F],  h [L, B, H] (, c [L, B, H] for LSTM)      one tensor per state name
     outputs:  y [B, O],  h_next [L, B, H] (, c_next [L, B, H])     B is dynamic
+
+Exported from a `ModelBundle` (`bundle.export_onnx(path)`, or `export_onnx(model, path,
+bundle=...)`), the graph works in the user's units: x is standardized inside it, and y goes
+through the loss's link (sigmoid for bce, softmax for ce) and the target scaling, so it equals
+`bundle.stream_pool().step(...)`. The state tensors stay the network's (opaque to the user).
 """
 
 from __future__ import annotations
@@ -13,12 +18,16 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
 from statefulrnn.model.base import RecurrentModel
 from statefulrnn.model.state import State
+
+if TYPE_CHECKING:
+    from statefulrnn.bundle import ModelBundle
 
 OPSET = 17
 
@@ -47,16 +56,48 @@ class _Step(nn.Module):
         return (y[:, 0], *new.tensors)
 
 
+class _UserStep(nn.Module):
+    """_Step in the user's units: x standardized on the way in, y linked and unscaled out
+    (the bundle's numbers held as buffers, so they are constants of the graph)."""
+
+    def __init__(self, step: _Step, bundle: ModelBundle, dtype: torch.dtype):
+        super().__init__()
+        self.step, self.link = step, bundle.link
+        f, o = bundle.model.input_size, bundle.model.output_size
+        sc = bundle.scaling
+        x_mean, x_std = (sc.x.mean, sc.x.std) if sc is not None else ([0.0] * f, [1.0] * f)
+        y = sc.y if sc is not None and sc.y is not None else None
+        y_mean, y_std = (y.mean, y.std) if y is not None else ([0.0] * o, [1.0] * o)
+        for name, v in (("x_mean", x_mean), ("x_std", x_std), ("y_mean", y_mean), ("y_std", y_std)):
+            self.register_buffer(name, torch.tensor([float(a) for a in v], dtype=dtype))
+
+    def forward(self, x: Tensor, *state: Tensor):
+        y, *new = self.step((x - self.x_mean) / self.x_std, *state)
+        if self.link == "sigmoid":
+            y = torch.sigmoid(y)
+        elif self.link == "softmax":
+            y = torch.softmax(y, -1)
+        return (y * self.y_std + self.y_mean, *new)
+
+
 def export_onnx(
-    model: RecurrentModel, path: str | Path, *, batch_size: int = 2, opset: int = OPSET
+    model: RecurrentModel,
+    path: str | Path,
+    *,
+    batch_size: int = 2,
+    opset: int = OPSET,
+    bundle: ModelBundle | None = None,
 ) -> Path:
     """Write `model`'s single step to `path` (.onnx): inputs x and the state, outputs y and
-    the next state (names: "x", each state name, "y", each name + "_next"). Returns the path."""
+    the next state (names: "x", each state name, "y", each name + "_next"). Returns the path.
+    With `bundle` (whose model is `model`), x and y are in the user's units."""
+    if bundle is not None and bundle.model is not model:
+        raise ValueError("export_onnx: the bundle holds another model than the one to export.")
     try:
         import onnx  # noqa: F401  (the exporter needs it)
     except ImportError:
         raise ImportError(
-            "ONNX export needs the onnx package: pip install 'statefulrnn[onnx]'."
+            "ONNX export needs the onnx package: pip install onnx onnxruntime."
         ) from None
     names = model.state_spec()[1]
     state = model.zero_state(batch_size).tensors
@@ -74,8 +115,11 @@ def export_onnx(
         with warnings.catch_warnings():
             for category, message in QUIET:
                 warnings.filterwarnings("ignore", message=message, category=category)
+            step: nn.Module = _Step(model, names)
+            if bundle is not None:
+                step = _UserStep(step, bundle, model.dtype)  # type: ignore[arg-type]
             torch.onnx.export(
-                _Step(model, names),
+                step,
                 (x, *state),
                 str(tmp),
                 input_names=inputs,

@@ -16,7 +16,7 @@ reached by `burn_in` steps before the window. Both are batched; neither keeps gr
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -25,6 +25,9 @@ from statefulrnn import losses
 from statefulrnn.data.schedule import pack, stateful_schedule
 from statefulrnn.data.sequences import Sequences
 from statefulrnn.model.base import RecurrentModel
+
+if TYPE_CHECKING:
+    from statefulrnn.bundle import ModelBundle
 
 MODES = ("stateful", "windowed")
 STATEFUL_CHUNK = (
@@ -170,7 +173,8 @@ def _burn_in_steps(burn_in, seqs: Sequences) -> int:
     return int(burn_in)
 
 
-def _outputs(model, seqs, mode, window, burn_in, batch_size) -> np.ndarray:
+def outputs_in_model_units(model, seqs, mode, window, burn_in, batch_size) -> np.ndarray:
+    """Packed network outputs [S, O] of `seqs` as given (no scaling, no link)."""
     _check_model_input(model, seqs)
     if mode == "stateful":
         if burn_in is not None:
@@ -191,23 +195,57 @@ def _unpack(packed_out: np.ndarray, offsets: np.ndarray) -> list[np.ndarray]:
     return [packed_out[offsets[i] : offsets[i + 1]] for i in range(len(offsets) - 1)]
 
 
+def _bundle_of(model) -> ModelBundle | None:
+    """The bundle to answer through: `model` itself, or the one `sr.fit`/a model folder
+    recorded on it; None for a bare network."""
+    from statefulrnn.bundle import ModelBundle
+
+    if isinstance(model, ModelBundle):
+        return model
+    if getattr(model, "bundle_info", None):
+        return ModelBundle.of(model)
+    return None
+
+
+def _check_loss(bundle: ModelBundle, loss: str | None) -> None:
+    if loss is not None and loss != bundle.loss:
+        raise ValueError(
+            f"this model was trained with loss {bundle.loss!r} and answers through its link "
+            f"({bundle.link}); loss={loss!r} contradicts it. Leave loss out, or pass raw=True "
+            "for the network's own outputs."
+        )
+
+
 def predict(
-    model: RecurrentModel,
+    model: RecurrentModel | ModelBundle,
     sequences: Sequences,
     *,
-    mode: str = "stateful",
+    mode: str | None = None,
     window: int | None = None,
     burn_in: int | str | None = None,
     batch_size: int = 256,
     loss: str | None = None,
+    raw: bool = False,
 ) -> list[np.ndarray]:
     """Model outputs for every step of every sequence: a list of `[T_i, O]` arrays.
 
     `mode="stateful"`: one pass per sequence carrying state, O(T). `mode="windowed"`: a fresh
     pass over the `window` steps ending at each step, O(T·window), as a Keras stateless model
     predicts. `loss="bce"`/`"ce"` turns logits into probabilities.
+
+    A `ModelBundle`, or a model trained by `sr.fit` (or loaded from a folder that has a
+    bundle), answers in the user's units: inputs scaled as in training, outputs through the
+    loss's link (probabilities for bce/ce) and back in the targets' units; `mode` and `window`
+    default to the training ones. `raw=True` skips the bundle: the network's own outputs.
     """
-    out = _outputs(model, sequences, mode, window, burn_in, batch_size)
+    bundle = None if raw else _bundle_of(model)
+    if bundle is not None:
+        _check_loss(bundle, loss)
+        return bundle.predict(
+            sequences, mode=mode, window=window, burn_in=burn_in, batch_size=batch_size
+        )
+    net = model.model if not isinstance(model, RecurrentModel) else model
+    out = outputs_in_model_units(net, sequences, mode or "stateful", window, burn_in, batch_size)
     if loss is not None:
         out = losses.to_probabilities(torch.from_numpy(out), loss).numpy()
     return _unpack(out, pack(sequences).offsets)
@@ -230,20 +268,39 @@ def score(
 
 
 def evaluate(
-    model: RecurrentModel,
+    model: RecurrentModel | ModelBundle,
     sequences: Sequences,
     *,
-    loss: str = "mse",
-    mode: str = "stateful",
+    loss: str | None = None,
+    mode: str | None = None,
     window: int | None = None,
     burn_in: int | str | None = None,
     metrics: list[str] | None = None,
     batch_size: int = 256,
+    raw: bool = False,
 ) -> dict[str, Any]:
-    """`{"loss": ..., <metric>: ...}`: weighted means over every scored step, predicted in `mode`."""
+    """`{"loss": ..., <metric>: ...}`: weighted means over every scored step, predicted in `mode`.
+
+    With a bundle (see `predict`), `sequences` are in the user's units and are scaled as in
+    training; the loss is the training loss, on the network's scale (the number `fit`'s
+    validation reports). `loss` defaults to the bundle's, else "mse"; `mode` to the training
+    mode's prediction mode, else "stateful".
+    """
+    bundle = None if raw else _bundle_of(model)
+    if bundle is not None:
+        _check_loss(bundle, loss)
+        loss = bundle.loss
+        mode = mode or bundle.predict_mode
+        if mode == "windowed":
+            window = window or bundle.window
+            burn_in = bundle.fit.get("burn_in") if burn_in is None else burn_in
+        sequences = bundle.to_model_sequences(sequences)
+        model = bundle.model
+    loss = loss or "mse"
     losses.get_loss(loss)
     metrics = losses.default_metrics(loss) if metrics is None else list(metrics)
-    out = _outputs(model, sequences, mode, window, burn_in, batch_size)
+    net = model.model if not isinstance(model, RecurrentModel) else model
+    out = outputs_in_model_units(net, sequences, mode or "stateful", window, burn_in, batch_size)
     return score(out, sequences, loss, metrics)
 
 

@@ -74,6 +74,9 @@ def replace_dir(final: str | os.PathLike, write) -> None:
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp"))
+    # mkdtemp makes 0700: give the folder the usual mode (0755 under umask 022), so a service
+    # running as another user can read the model it holds
+    os.chmod(tmp, 0o777 & ~_umask())
     old = final.with_name(final.name + ".old")
     try:
         write(tmp)

@@ -82,6 +82,19 @@ def _optional_number(value):
     return number(value)
 
 
+def _optional_int(value):
+    if isinstance(value, str) and value.lower() in ("none", "off"):
+        return None
+    return integer(value)
+
+
+def _burn_in(value):
+    """An integer number of steps, "all", or "none"."""
+    if isinstance(value, str) and value.lower() == "all":
+        return "all"
+    return _optional_int(value)
+
+
 # option -> converter, for every option of every table command (a config file may hold all)
 CONVERT: dict[str, Any] = {
     "data": _text,
@@ -99,6 +112,12 @@ CONVERT: dict[str, Any] = {
     "sort": _flag,
     "mode": _text,
     "window": integer,
+    "loss": _text,
+    "stride": _optional_int,
+    "target": _text,
+    "burn_in": _burn_in,
+    "backprop": _optional_int,
+    "device": _text,
     "batch_size": integer,
     "epochs": integer,
     "cell": _text,

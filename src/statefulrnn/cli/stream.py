@@ -43,7 +43,10 @@ A malformed line gets an error line and the stream goes on; no line can stop the
 Limits per line: at most --max-line-bytes (default 1 MiB; a longer line is skipped as it
 arrives), numbers of at most 64 characters, JSON nested at most 8 deep, ids of at most 1024
 characters; NaN and inf are refused (they would spoil a stream's state). Lines already
-waiting are run together in one batched call. The model sees x as given: scale inputs as it was trained.
+waiting are run together in one batched call. x and y are in your units, as `statefulrnn
+predict` reads and writes them: x is scaled as in training, y is scaled back (a bce model
+answers probabilities, a ce model one probability per class). A model saved without
+scaling sees x as given.
 With --state FILE, streams continue where they stopped: the states are loaded at start (if
 FILE exists) and saved at the end of the input and on SIGTERM or Ctrl-C (exit status 0).
 """
@@ -139,7 +142,7 @@ def answer(
 
 # ----------------------------------------------------------------- the command
 def run(args) -> int:
-    from statefulrnn.model import load_model
+    from statefulrnn.bundle import load_bundle
     from statefulrnn.streams import StreamPool
 
     if args.max_batch < 1:
@@ -150,13 +153,14 @@ def run(args) -> int:
         return 2
     limits = LineLimits(max_line_bytes=args.max_line_bytes)
     try:
-        model = load_model(args.model)
+        bundle = load_bundle(args.model)  # the model and its units (scaling, output link)
+        model = bundle.model
         if args.state and Path(args.state).exists():
             kw = {} if args.capacity is None else {"capacity": args.capacity}
-            pool = StreamPool.load(args.state, model, spill_dir=args.spill_dir, **kw)
+            pool = StreamPool.load(args.state, bundle, spill_dir=args.spill_dir, **kw)
             restored = f", {len(pool)} streams restored from {args.state}"
         else:
-            pool = StreamPool(model, capacity=args.capacity, spill_dir=args.spill_dir)
+            pool = StreamPool(bundle, capacity=args.capacity, spill_dir=args.spill_dir)
             restored = ""
         source = open(args.input, "rb") if args.input else None  # noqa: SIM115
     except (OSError, ValueError, TypeError) as err:

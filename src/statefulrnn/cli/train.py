@@ -91,6 +91,36 @@ def add_parser(subparsers) -> None:
         "--window", type=o.integer, metavar="N", help=f"steps per window (default: {d['window']})"
     )
     m.add_argument(
+        "--loss",
+        choices=["mse", "bce", "ce"],
+        help="mse: real-valued targets (standardized); bce: 0/1 targets, predictions are "
+        "probabilities; ce: one target column of class indices 0..K-1, predictions are one "
+        f"probability per class (default: {d['loss']})",
+    )
+    m.add_argument(
+        "--stride",
+        type=o._optional_int,
+        metavar="S",
+        help="stateless: steps between window starts; 1 = every window (default: --window)",
+    )
+    m.add_argument(
+        "--target",
+        choices=["all", "last"],
+        help="stateless: score every step of a window, or only its last (default: all)",
+    )
+    m.add_argument(
+        "--burn-in",
+        type=o._burn_in,
+        metavar="N|all",
+        help="stateless: run N steps (or all history) before each window, without gradient",
+    )
+    m.add_argument(
+        "--backprop",
+        type=o._optional_int,
+        metavar="K2",
+        help="stateful: backpropagate K2 >= --window steps per chunk (TBPTT(window, K2))",
+    )
+    m.add_argument(
         "--batch-size",
         type=o.integer,
         metavar="B",
@@ -116,6 +146,9 @@ def add_parser(subparsers) -> None:
         help=f"max gradient norm, or 'none' (default: {d['clip']})",
     )
     m.add_argument("--seed", type=o.integer, help=f"random seed (default: {d['seed']})")
+    m.add_argument(
+        "--device", metavar="DEV", help="torch device to train on: cpu, cuda, cuda:1 (default: cpu)"
+    )
     v = p.add_argument_group("validation and output")
     v.add_argument(
         "--val",

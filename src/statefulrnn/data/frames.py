@@ -15,6 +15,7 @@ and the row or column; gaps in time are reported, never filled in by guessing.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -33,6 +34,37 @@ from statefulrnn.data.columns import (
 from statefulrnn.data.sequences import Sequences
 
 FILLS = (None, "forward")
+
+
+class TableWarning(UserWarning):
+    """Reading a table found something the user likely did not mean (said in words)."""
+
+
+ID_NAMES = ("id", "series", "series_id", "unique_id", "sequence", "seq", "group", "key", "item")
+
+
+def _warn_if_many_ids(pd, df, used: list[str], source: str) -> None:
+    """No id given, but a column looks like one (an id-like name, or text whose values
+    repeat): the whole file would silently become one sequence. Say so, naming the column."""
+    n = len(df)
+    for col in df.columns:
+        if col in used:
+            continue
+        s = df[col]
+        named = str(col).strip().lower() in ID_NAMES
+        text = not pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_datetime64_any_dtype(s)
+        if not (named or text):
+            continue
+        distinct = int(s.nunique(dropna=True))
+        if 2 <= distinct <= n // 2:
+            warnings.warn(
+                f"{source}: no id column given, so all {n} rows form ONE sequence, but column "
+                f"{col!r} has {distinct} distinct values that repeat, like sequence ids. If the "
+                f"file holds {distinct} separate series, pass id={col!r} (--id {col}).",
+                TableWarning,
+                stacklevel=4,
+            )
+            return
 
 
 class TableSequences(Sequences):
@@ -207,6 +239,8 @@ def from_frame(
     vals = np.stack([numeric(pd, df, c, where) for c in cols], axis=1)  # [rows, C]
 
     # -- grouping and order
+    if id is None:
+        _warn_if_many_ids(pd, df, [*used, *([time] if time else [])], source)
     if id is not None:
         ids_col = df[id]
         if ids_col.isna().any():

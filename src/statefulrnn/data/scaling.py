@@ -3,6 +3,10 @@
 Knows Sequences and numpy, not models. Inputs are fitted over every training step, targets
 over the scored training steps (weight > 0), so nothing of a validation tail leaks in. A
 column that is constant in the training data keeps scale 1 (it is only shifted).
+
+Targets are scaled only when they are real values (loss "mse"): the 0/1 targets of "bce"
+and the class indices of "ce" are never scaled (`Scaling.fit(train, targets=False)`, or
+`Scaling.for_loss(train, loss)`), and `y` is then None.
 """
 
 from __future__ import annotations
@@ -48,31 +52,44 @@ class Standardizer:
 
 @dataclass(frozen=True)
 class Scaling:
-    """Standardizers for inputs (`x`) and targets (`y`)."""
+    """Standardizers for inputs (`x`) and targets (`y`; None: targets are left as they are)."""
 
     x: Standardizer
-    y: Standardizer
+    y: Standardizer | None
 
     @classmethod
-    def fit(cls, train: Sequences) -> Scaling:
-        """x over every step of `train`, y over its scored steps only."""
+    def fit(cls, train: Sequences, *, targets: bool = True) -> Scaling:
+        """x over every step of `train`, y over its scored steps only (`targets=False`: y is
+        not scaled, as for 0/1 or class-index targets)."""
         x = Standardizer.fit(np.concatenate(train.xs))
+        if not targets:
+            return cls(x, None)
         y_rows = np.concatenate([y[w > 0] for y, w in zip(train.ys, train.ws)])
         return cls(x, Standardizer.fit(y_rows))
+
+    @classmethod
+    def for_loss(cls, train: Sequences, loss: str) -> Scaling:
+        """Inputs always; targets only for "mse" (never bce's 0/1 nor ce's class indices)."""
+        return cls.fit(train, targets=loss == "mse")
 
     def apply(self, seqs: Sequences, *, targets: bool = True) -> Sequences:
         """Scaled copies; `targets=False` scales inputs only (targets left as they are)."""
         xs = [self.x.apply(x) for x in seqs.xs]
-        ys = [self.y.apply(y) for y in seqs.ys] if targets else list(seqs.ys)
+        scale_y = targets and self.y is not None and seqs.num_outputs > 0
+        ys = [self.y.apply(y) for y in seqs.ys] if scale_y else list(seqs.ys)  # type: ignore[union-attr]
         return Sequences(xs, ys, list(seqs.ws))
 
     def invert(self, outputs: list[np.ndarray]) -> list[np.ndarray]:
         """Model outputs back in the targets' units."""
+        if self.y is None:
+            return list(outputs)
         return [self.y.invert(o) for o in outputs]
 
     def to_dict(self, features, targets) -> dict[str, Any]:
-        return {"x": self.x.to_dict(features), "y": self.y.to_dict(targets)}
+        y = None if self.y is None else self.y.to_dict(targets)
+        return {"x": self.x.to_dict(features), "y": y}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Scaling:
-        return cls(Standardizer.from_dict(d["x"]), Standardizer.from_dict(d["y"]))
+        y = None if d.get("y") is None else Standardizer.from_dict(d["y"])
+        return cls(Standardizer.from_dict(d["x"]), y)

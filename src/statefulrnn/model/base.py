@@ -43,6 +43,10 @@ class RecurrentModel(nn.Module):
     kind: ClassVar[str] = "abstract"
     input_size: int
     output_size: int
+    # How the user's units map to this network's (scaling, output link, names, training mode):
+    # the JSON of a statefulrnn.bundle.ModelBundle, set by `sr.fit` or by loading a folder that
+    # has one; `save` writes it to extra.json["bundle"]. None: a bare network.
+    bundle_info: dict[str, Any] | None = None
 
     # ------------------------------------------------------------- to implement
     def config(self) -> dict[str, Any]:
@@ -125,7 +129,10 @@ class RecurrentModel(nn.Module):
         return h.hexdigest()
 
     def save(self, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
-        """Write a checkpoint folder atomically: weights.safetensors, model.json, extra.json."""
+        """Write a checkpoint folder atomically: weights.safetensors, model.json, extra.json
+        (with `bundle_info` under "bundle" unless `extra` has its own)."""
+        if self.bundle_info and "bundle" not in (extra or {}):
+            extra = {**(extra or {}), "bundle": self.bundle_info}
         records.replace_dir(path, lambda tmp: self.write_files(tmp, extra))
         return Path(path)
 
@@ -166,6 +173,9 @@ class RecurrentModel(nn.Module):
             raise ValueError(
                 f"{folder}: the weights do not match model.json (identity hash differs)."
             )
+        extra = load_extra(folder)
+        if isinstance(extra.get("bundle"), dict):
+            model.bundle_info = extra["bundle"]
         return model.to(device) if device is not None else model
 
 

@@ -30,7 +30,7 @@ def training_curves(results: dict[str, Any]) -> Figure:
     ax = fig.subplots()
     for i, r in enumerate(results["configs"].values()):
         hist = r["history"]
-        epochs = [h["epoch"] + 1 for h in hist]
+        epochs = [h["epoch"] for h in hist]  # numbered from 1
         if hist and "val_loss" in hist[0]:
             ax.plot(
                 epochs,

@@ -12,6 +12,10 @@ preallocated slab, a row per stream, so a call is gather -> one batched run -> s
 Unknown ids start from a zero state. With a capacity, the least recently used streams are
 evicted when a call needs room: written to `spill_dir` (and read back transparently when they
 return) or, without one, forgotten (they restart from zero). One lock guards every call.
+
+Given a `ModelBundle` instead of a bare model (`StreamPool(bundle)`, `bundle.stream_pool()`,
+`StreamPool.load(path, bundle)`), the pool takes inputs and returns outputs in the user's
+units: x is scaled as in training and y goes through the loss's link and the target scaling.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from statefulrnn.bundle import ModelBundle
 from statefulrnn.model.base import RecurrentModel
 from statefulrnn.model.state import State
 from statefulrnn.streams import store
@@ -49,20 +54,25 @@ class StreamPool:
     call. `capacity`: at most that many states in memory (least recently used evicted first);
     `spill_dir`: where evicted states go and come back from. Runs the model in eval mode
     without gradients; `fused=False` always calls `model.forward` (the fused path gives the
-    same numbers, faster, for StatefulRNN).
+    same numbers, faster, for StatefulRNN). With a `ModelBundle` for `model`, x and y are in
+    the user's units (`self.bundle`); with a bare model, in the network's.
     """
 
     def __init__(
         self,
-        model: RecurrentModel,
+        model: RecurrentModel | ModelBundle,
         capacity: int | None = None,
         spill_dir: str | Path | None = None,
         *,
         fused: bool = True,
     ):
+        self.bundle: ModelBundle | None = None
+        if isinstance(model, ModelBundle):
+            self.bundle, model = model, model.model
         if not isinstance(model, RecurrentModel):
             raise TypeError(
-                f"StreamPool needs a statefulrnn RecurrentModel; received {type(model).__name__}."
+                "StreamPool needs a statefulrnn RecurrentModel or ModelBundle; received "
+                f"{type(model).__name__}."
             )
         if capacity is not None and (
             isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1
@@ -93,6 +103,8 @@ class StreamPool:
         with self._lock:
             device, dtype = self._kernel_target()
             xt = self._as_input(x, len(ids), device, dtype)
+            if self.bundle is not None:
+                xt = self.bundle.to_model(xt)
             if not ids:
                 y = xt.new_zeros(0, xt.shape[1], self.model.output_size)
             else:
@@ -101,6 +113,8 @@ class StreamPool:
                 if idx.device != device:
                     idx = idx.to(device)
                 y = self._kernel.step(self._slab, idx, xt)
+            if self.bundle is not None:
+                y = self.bundle.to_user(y)
         if not as_numpy:
             return y
         return (
@@ -183,7 +197,7 @@ class StreamPool:
     def load(
         cls,
         path: str | Path,
-        model: RecurrentModel,
+        model: RecurrentModel | ModelBundle,
         *,
         capacity: Any = _SAVED,
         spill_dir: str | Path | None = None,
@@ -195,12 +209,13 @@ class StreamPool:
         recently used go to `spill_dir` (which is then required).
         """
         meta, tensors = store.read_pool(path)
-        identity = model.identity()
+        net = model.model if isinstance(model, ModelBundle) else model
+        identity = net.identity()
         if meta.get("model_identity") != identity:
             raise ValueError(
                 f"{path} holds stream states of model {str(meta.get('model_identity'))[:12]} "
                 f"({meta.get('model_kind')}), but this model is {identity[:12]} "
-                f"({model.kind}): a state means nothing to other weights. Load the model "
+                f"({net.kind}): a state means nothing to other weights. Load the model "
                 "checkpoint that served these streams."
             )
         pool = cls(
@@ -260,7 +275,10 @@ class StreamPool:
         ):
             xt = torch.from_numpy(x)  # no copy: the kernel reads it once, before returning
         else:
-            xt = torch.as_tensor(np.asarray(x), dtype=dtype, device=device)
+            a = np.asarray(x)
+            if not a.flags.writeable:  # e.g. pandas' copy-on-write arrays: torch wants a copy
+                a = a.copy()
+            xt = torch.as_tensor(a, dtype=dtype, device=device)
         f = self.model.input_size
         if xt.dim() != 3 or xt.shape[0] != n or xt.shape[2] != f or xt.shape[1] < 1:
             raise ValueError(

@@ -1,7 +1,8 @@
 """Predict and evaluate a table-trained model on a CSV or Parquet file, in the user's units.
 
-Inputs are scaled with the training statistics saved in the model folder; outputs are scaled
-back before anything is written or scored. Evaluation runs both prediction modes (stateful:
+Everything goes through the model's bundle (statefulrnn.bundle): inputs are scaled with the
+training statistics saved in the model folder; outputs go through the loss's link
+(probabilities for bce/ce) and are scaled back before anything is written or scored. Evaluation runs both prediction modes (stateful:
 one pass carrying state; windowed: a fresh pass over the last `window` steps, as a stateless
 model is used) and, if asked, a seasonal-naive baseline on the same steps.
 """
@@ -16,7 +17,7 @@ import numpy as np
 
 from statefulrnn.data.files import read_sequences, write_table
 from statefulrnn.data.frames import TableSequences
-from statefulrnn.predict import error_by_step, predict
+from statefulrnn.predict import error_by_step, outputs_in_model_units, score
 from statefulrnn.tabular.baseline import seasonal_lag, seasonal_naive
 from statefulrnn.tabular.bundle import Bundle, load_bundle
 
@@ -41,28 +42,43 @@ def _read(bundle: Bundle, data, *, targets: bool, **read) -> TableSequences:
     )
 
 
-def outputs(bundle: Bundle, seqs, mode: str, window: int | None = None) -> list[np.ndarray]:
-    """Per-sequence outputs [T_i, O] in the targets' units."""
-    if mode not in MODES:
+def outputs(
+    bundle: Bundle, seqs, mode: str | None = None, window: int | None = None
+) -> list[np.ndarray]:
+    """Per-sequence outputs [T_i, O] in the targets' units (probabilities for bce/ce); `mode`
+    defaults to the one the model was trained for."""
+    if mode is not None and mode not in MODES:
         raise ValueError(f"unknown prediction mode {mode!r}; choose one of {MODES}.")
-    scaled = bundle.scaling.apply(seqs, targets=False)
-    w = (window or bundle.window) if mode == "windowed" else None
-    return bundle.scaling.invert(predict(bundle.model, scaled, mode=mode, window=w))
+    return bundle.core.predict(seqs, mode=mode, window=window or bundle.window)
 
 
 def pred_columns(bundle: Bundle) -> list[str]:
+    """`<target>_pred` per target; for ce, `<target>_pred` (the likeliest class) then
+    `<target>_p<k>`, the probability of class k."""
+    if bundle.loss == "ce":
+        t = bundle.spec.targets[0]
+        return [f"{t}_pred", *(f"{t}_p{k}" for k in range(bundle.model.output_size))]
     return [f"{t}_pred" for t in bundle.spec.targets]
 
 
+def user_columns(bundle: Bundle, preds: list[np.ndarray]) -> list[np.ndarray]:
+    """Outputs as the columns of `pred_columns` (ce: the class, then its probabilities)."""
+    if bundle.loss != "ce":
+        return preds
+    return [np.concatenate([p.argmax(-1)[:, None].astype(float), p], axis=1) for p in preds]
+
+
 def predict_table(
-    model_dir, data, *, mode: str = "stateful", window: int | None = None, out=None, **read
+    model_dir, data, *, mode: str | None = None, window: int | None = None, out=None, **read
 ):
     """A DataFrame with one row per row of `data`: its id and time columns, then
     `<target>_pred` = the prediction made at that row (for the target `horizon` rows later).
+    `mode` defaults to the one the model was trained for (windowed for stateless).
     Written to `out` (.csv/.tsv/.parquet) when given. Returns (frame, read report)."""
     bundle = load_bundle(model_dir)
     seqs = _read(bundle, data, targets=False, **read)
-    frame = seqs.frame(outputs(bundle, seqs, mode, window), pred_columns(bundle))
+    preds = user_columns(bundle, outputs(bundle, seqs, mode, window))
+    frame = seqs.frame(preds, pred_columns(bundle))
     if out is not None:
         write_table(frame, out)
     return frame, seqs.report
@@ -118,14 +134,33 @@ def metrics(preds, seqs, ws, targets, y_std) -> dict[str, float]:
     return out
 
 
+def classifier_metrics(bundle: Bundle, seqs, mode: str, window: int) -> tuple[dict, np.ndarray]:
+    """bce/ce: the training loss (on the network's logits) and accuracy over scored steps,
+    and the loss by step."""
+    scaled = bundle.core.to_model_sequences(seqs, targets=False)
+    burn_in = bundle.core.fit.get("burn_in") if mode == "windowed" else None
+    w = window if mode == "windowed" else None
+    logits = outputs_in_model_units(bundle.model, scaled, mode, w, burn_in, 256)
+    out: dict[str, Any] = score(logits, seqs, bundle.loss, ["accuracy"])
+    out["scored steps"] = int(sum(int((x > 0).sum()) for x in seqs.ws))
+    return out, error_by_step(logits, seqs, bundle.loss)
+
+
 def evaluate_sequences(
     bundle: Bundle, seqs: TableSequences, *, window: int | None = None, seasons=()
 ) -> Evaluation:
     """Both prediction modes (and seasonal-naive baselines) scored on `seqs`' weights."""
     targets = list(bundle.spec.targets)
-    y_std = bundle.scaling.y.std
     ev = Evaluation(targets, report=seqs.report)
     window = window or bundle.window
+    if bundle.loss != "mse":
+        if seasons:
+            raise ValueError("seasonal-naive baselines score real-valued targets (loss mse).")
+        for mode in MODES:
+            name = "stateful" if mode == "stateful" else f"windowed {window}"
+            ev.columns[name], ev.by_step[name] = classifier_metrics(bundle, seqs, mode, window)
+        return ev
+    y_std = bundle.scaling.y.std if bundle.scaling and bundle.scaling.y else np.ones(len(targets))
     for mode in MODES:
         preds = outputs(bundle, seqs, mode, window)
         name = "stateful" if mode == "stateful" else f"windowed {window}"

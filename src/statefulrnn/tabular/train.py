@@ -10,6 +10,7 @@ training sequence cut into contiguous pieces, so all `batch_size` lanes have wor
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
@@ -17,8 +18,10 @@ from typing import Any
 
 import torch
 
-from statefulrnn import records
+from statefulrnn import losses, records
+from statefulrnn.bundle import ModelBundle
 from statefulrnn.data.files import read_sequences
+from statefulrnn.data.frames import TableWarning
 from statefulrnn.data.scaling import Scaling
 from statefulrnn.data.sequences import Sequences
 from statefulrnn.model import StatefulRNN, cells
@@ -26,6 +29,7 @@ from statefulrnn.tabular.bundle import Bundle, extra_for
 from statefulrnn.tabular.predict import Evaluation, evaluate_sequences
 from statefulrnn.train import EarlyStopping, History, fit
 from statefulrnn.train.distributed import is_main_process
+from statefulrnn.train.fit import FewUpdatesWarning, default_monitor
 
 MODES = ("stateful", "stateless")
 
@@ -47,6 +51,11 @@ class TableTrainConfig:
     sort: bool = False  # sort each id by time instead of refusing unsorted rows
     mode: str = "stateful"  # "stateless": every window starts from a zero state
     window: int = 50  # steps per chunk (stateful) or per window (stateless)
+    loss: str = "mse"  # "mse" (real targets), "bce" (0/1 targets), "ce" (one class-index target)
+    stride: int | None = None  # stateless: steps between window starts (None: window)
+    target: str = "all"  # stateless: score "all" steps of a window, or the "last" only
+    burn_in: int | str | None = None  # stateless: steps run (no gradient) before each window
+    backprop: int | None = None  # stateful: k2 >= window steps of gradient per chunk
     batch_size: int = 32  # lanes (stateful) or windows (stateless) per optimizer step
     epochs: int = 20  # at most; early stopping may end sooner
     cell: str = "lstm"  # a registered cell: model/cells/
@@ -57,11 +66,18 @@ class TableTrainConfig:
     patience: int = 5  # epochs without a better validation loss before stopping; 0: never
     clip: float | None = 1.0  # max gradient norm; None: no clipping
     seed: int = 0  # weights, order of sequences and windows
+    device: str | None = None  # "cpu", "cuda", "cuda:1", ...; None: CPU
 
     def check(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}; received {self.mode!r}.")
         cells.get(self.cell)  # a ValueError naming the registered cells if unknown
+        losses.get_loss(self.loss)
+        if self.loss == "ce" and len(self.targets) != 1:
+            raise ValueError(
+                f"loss 'ce' takes one target column holding class indices 0..K-1; received "
+                f"{len(self.targets)} ({', '.join(self.targets)})."
+            )
         if not 0.0 <= self.val < 1.0:
             raise ValueError(f"val must be a fraction in [0, 1); received {self.val}.")
         if not self.targets:
@@ -94,7 +110,7 @@ class TrainResult:
         lines = [f"model saved to {self.out}  ({ran} epochs, {self.seconds:.1f} s)"]
         if self.best_epoch is not None:
             why = "early stop" if self.stopped_early else "best of the run"
-            lines.append(f"weights of epoch {self.best_epoch + 1} kept ({why})")
+            lines.append(f"weights of epoch {self.best_epoch} kept ({why})")
         lines += [
             "",
             f"scored on {self.evaluated_on}, in the targets' units:",
@@ -113,20 +129,62 @@ def lanes_for(train: Sequences, cfg: TableTrainConfig) -> int:
     return max(1, min(want, longest_fit))
 
 
+def output_size(train: Sequences, cfg: TableTrainConfig) -> int:
+    """Outputs of the network: one per target, or one logit per class for ce (classes
+    0..K-1, K = the largest index in the training targets + 1)."""
+    if cfg.loss != "ce":
+        return len(cfg.targets)
+    scored = [y[w > 0, 0] for y, w in zip(train.ys, train.ws)]
+    top = max((float(c.max()) for c in scored if len(c)), default=0.0)
+    return max(2, int(top) + 1)
+
+
+class _echo_warnings:
+    """Warnings of reading and fitting (e.g. an id-like column, few updates per epoch) as
+    `warning: ...` lines through `echo` when they happen, kept in `notes` too."""
+
+    CATEGORIES = (TableWarning, FewUpdatesWarning)
+
+    def __init__(self, echo: Callable[[str], None], notes: list[str]):
+        self.echo, self.notes = echo, notes
+
+    def __enter__(self):
+        self._ctx = warnings.catch_warnings()
+        self._ctx.__enter__()
+        for c in self.CATEGORIES:
+            warnings.simplefilter("always", c)
+        shown = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None):
+            if issubclass(category, self.CATEGORIES):
+                self.notes.append(f"warning: {message}")
+                self.echo(self.notes[-1])
+            else:
+                shown(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = show
+
+    def __exit__(self, *exc):
+        self._ctx.__exit__(*exc)
+        return False
+
+
 def train_table(cfg: TableTrainConfig, *, echo: Callable[[str], None] = print) -> TrainResult:
     cfg.check()
     t0 = time.perf_counter()
     read = {"fill": cfg.fill, "drop": cfg.drop, "sort": cfg.sort}
-    seqs = read_sequences(
-        cfg.data,
-        id=cfg.id,
-        time=cfg.time,
-        features=cfg.features,
-        targets=cfg.targets,
-        weight=cfg.weight,
-        horizon=cfg.horizon,
-        **read,
-    )
+    notes: list[str] = []
+    with _echo_warnings(echo, notes):
+        seqs = read_sequences(
+            cfg.data,
+            id=cfg.id,
+            time=cfg.time,
+            features=cfg.features,
+            targets=cfg.targets,
+            weight=cfg.weight,
+            horizon=cfg.horizon,
+            **read,
+        )
     for line in seqs.report.lines():
         echo(line)
     if cfg.val > 0:
@@ -137,10 +195,10 @@ def train_table(cfg: TableTrainConfig, *, echo: Callable[[str], None] = print) -
         )
     else:
         train, val = seqs, None
-    scaling = Scaling.fit(train)  # training rows only: the tail never shapes the scale
+    # training rows only: the tail never shapes the scale; 0/1 and class targets never scaled
+    scaling = Scaling.for_loss(train, cfg.loss)
     train_s = scaling.apply(train)
     val_s = scaling.apply(val) if val is not None else None
-    notes = []
     parts = lanes_for(train_s, cfg)
     if parts > 1:
         train_s = train_s.cut(parts)
@@ -159,30 +217,48 @@ def train_table(cfg: TableTrainConfig, *, echo: Callable[[str], None] = print) -
     torch.manual_seed(cfg.seed)
     main = is_main_process()  # under torchrun, rank 0 alone writes the model folder
     model = StatefulRNN(
-        len(cfg.features), cfg.hidden, len(cfg.targets), cell=cfg.cell, num_layers=cfg.layers
+        len(cfg.features), cfg.hidden, output_size(train, cfg), cell=cfg.cell, num_layers=cfg.layers
     )
-    monitor = "val_loss" if cfg.mode == "stateful" else "val_loss_windowed"
+    monitor = default_monitor(cfg.mode)
     stopper = None
     if val_s is not None and cfg.patience > 0:
         stopper = EarlyStopping(monitor=monitor, patience=cfg.patience, restore_best=True)
-    history = fit(
+    with _echo_warnings(echo, notes):
+        history = fit(
+            model,
+            train_s,
+            val_s,
+            mode=cfg.mode,
+            window=cfg.window,
+            batch_size=batch_size,
+            epochs=cfg.epochs,
+            loss=cfg.loss,
+            lr=cfg.lr,
+            clip=cfg.clip,
+            seed=cfg.seed,
+            stride=cfg.stride,
+            target=cfg.target,
+            burn_in=cfg.burn_in,
+            backprop=cfg.backprop,
+            callbacks=[stopper] if stopper else [],
+            verbose=1,
+            device=cfg.device,
+        )
+    train_dict = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()}
+    core = ModelBundle(
         model,
-        train_s,
-        val_s,
+        scaling,
+        cfg.loss,
+        features=seqs.spec.features,
+        targets=seqs.spec.targets,
         mode=cfg.mode,
         window=cfg.window,
-        batch_size=batch_size,
-        epochs=cfg.epochs,
-        lr=cfg.lr,
-        clip=cfg.clip,
-        seed=cfg.seed,
-        callbacks=[stopper] if stopper else [],
-        verbose=1,
+        fit=dict(ModelBundle.of(model).fit),
     )
-    train_dict = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()}
-    extra = extra_for(seqs.spec, scaling, read, train_dict)
+    core.attach()
+    extra = extra_for(seqs.spec, core, read, train_dict)
     out = model.save(cfg.out, extra=extra) if main else Path(cfg.out)
-    bundle = Bundle(model, seqs.spec, scaling, read, train_dict)
+    bundle = Bundle(core, seqs.spec, read, train_dict)
     evaluation = evaluate_sequences(bundle, val if val is not None else seqs, window=cfg.window)
     best = history.best(monitor) if val_s is not None else None
     result = TrainResult(

@@ -22,12 +22,15 @@ class Callback:
 class EarlyStopping(Callback):
     """Stop when `monitor` has not improved by `min_delta` for `patience` epochs.
 
-    With `restore_best=True` the model ends with the weights of its best epoch.
+    With `restore_best=True` the model ends with the weights of its best epoch. `monitor`
+    defaults (None) to what matches the training mode, set by `fit`: "val_loss_windowed" for
+    stateless training (the model will be used windowed), "val_loss" for stateful, "loss"
+    without validation data.
     """
 
     def __init__(
         self,
-        monitor: str = "val_loss",
+        monitor: str | None = None,
         patience: int = 10,
         min_delta: float = 0.0,
         mode: str = "min",
@@ -50,6 +53,8 @@ class EarlyStopping(Callback):
         return value > self.best + self.min_delta
 
     def on_epoch_end(self, epoch: int, record: dict[str, Any], model) -> bool:
+        if self.monitor is None:  # used outside fit: the stateful default
+            self.monitor = "val_loss" if "val_loss" in record else "loss"
         if self.monitor not in record:
             raise KeyError(
                 f"EarlyStopping monitors {self.monitor!r}, but the epoch record has only "

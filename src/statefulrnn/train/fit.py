@@ -16,6 +16,7 @@ import copy
 import functools
 import math
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,12 +26,14 @@ import numpy as np
 import torch
 
 from statefulrnn import losses
+from statefulrnn.bundle import ModelBundle
+from statefulrnn.data.scaling import Scaling
 from statefulrnn.data.schedule import Chunk, Schedule, pack, stateful_schedule, stateless_schedule
 from statefulrnn.data.sequences import Sequences
 from statefulrnn.model.base import RecurrentModel
 from statefulrnn.predict import score, stateful_outputs, windowed_outputs
 from statefulrnn.train import tbptt
-from statefulrnn.train.callbacks import Callback
+from statefulrnn.train.callbacks import Callback, EarlyStopping
 from statefulrnn.train.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
 from statefulrnn.train.distributed import Local, join_world
 from statefulrnn.train.history import History
@@ -50,6 +53,15 @@ OptimizerFactory = Callable[[Any], torch.optim.Optimizer]
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the message names the epoch and chunk."""
+
+
+class FewUpdatesWarning(UserWarning):
+    """An epoch holds so few optimizer updates that the run will likely under-train."""
+
+
+# below this many optimizer updates per epoch, and this many in the whole run, fit warns
+FEW_UPDATES_PER_EPOCH = 10
+FEW_UPDATES_IN_RUN = 500
 
 
 @dataclass(frozen=True)
@@ -342,6 +354,7 @@ def fit(
     verbose: int = 1,
     device: torch.device | str | None = None,
     distributed: bool | None = None,
+    standardize: bool = False,
 ) -> History:
     """Train `model` on `train`; validate on `val` after every epoch; return the History.
 
@@ -354,6 +367,12 @@ def fit(
     Under torchrun (or with `distributed=True`) the lanes are split among the processes and
     the result equals one process's; rank 0 alone validates, prints and writes checkpoints.
     `distributed=False` trains in this process alone. See docs/distributed.md.
+
+    `standardize=True` fits per-column standardization on `train` (inputs; targets only for
+    "mse", never bce's 0/1 or ce's class indices) and trains on the scaled data. Either way
+    the model records a `ModelBundle` (scaling, loss link, mode, window): `sr.predict`,
+    `StreamPool(sr.ModelBundle.of(model))`, ONNX export and `model.save` then answer in
+    the user's units (probabilities for bce/ce), and predict in the training mode.
     """
     if metrics is None:
         metrics = losses.default_metrics(loss)
@@ -382,8 +401,15 @@ def fit(
     _check_data(model, train, cfg, "train")
     if val is not None:
         _check_data(model, val, cfg, "val")
+    scaling = Scaling.for_loss(train, loss) if standardize else None
+    if scaling is not None:
+        train = scaling.apply(train)
+        val = scaling.apply(val) if val is not None else None
     if device is not None:
-        model.to(device)
+        _move(model, device)
+    for cb in callbacks:
+        if isinstance(cb, EarlyStopping) and cb.monitor is None:
+            cb.monitor = default_monitor(mode, val is not None)
     world = join_world(distributed, model)  # Local: this process alone; Ranks: torchrun's
     torch.manual_seed(seed)
     opt = make_optimizer(optimizer, model.parameters(), lr)
@@ -413,7 +439,77 @@ def fit(
             break
     for cb in callbacks:
         cb.on_train_end(model)
+    ModelBundle(
+        model,
+        scaling,
+        loss,
+        mode=mode,
+        window=window,
+        fit={
+            "stride": stride,
+            "target": target,
+            "burn_in": burn_in,
+            "backprop": backprop,
+            "val_window": val_window,
+        },
+    ).attach()
     return history
+
+
+def default_monitor(mode: str, has_val: bool = True) -> str:
+    """What early stopping watches by default: the validation loss of the prediction mode
+    that matches training (windowed for stateless), or the training loss without val."""
+    if not has_val:
+        return "loss"
+    return "val_loss_windowed" if mode == "stateless" else "val_loss"
+
+
+def _move(model: RecurrentModel, device: torch.device | str) -> None:
+    """model.to(device), refused up front (model untouched) if this torch cannot reach it."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"device={device!r} is not a torch device: {err}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            f"device={device!r}, but this torch ({torch.__version__}) sees no CUDA GPU "
+            f"(torch.cuda.is_available() is False). Train on device='cpu', or install a CUDA "
+            "build of torch on a machine with a GPU. The model is unchanged."
+        )
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device={device!r}, but MPS is not available here; use device='cpu'.")
+    before = model.device
+    try:
+        model.to(dev)
+    except (RuntimeError, AssertionError) as err:
+        model.to(before)  # never leave the weights split between devices
+        raise ValueError(f"could not move the model to {device!r}: {err}") from None
+
+
+def _warn_few_updates(cfg: TrainConfig, schedule: Schedule, train: Sequences) -> None:
+    updates = len(schedule)
+    if updates >= FEW_UPDATES_PER_EPOCH or updates * cfg.epochs >= FEW_UPDATES_IN_RUN:
+        return
+    rows = schedule.bounds[-1]
+    if cfg.mode == "stateful":
+        what = (
+            f"{len(train)} sequence(s) of {int(train.lengths.max())} steps at most, in "
+            f"{cfg.batch_size} lanes of window {cfg.window}"
+        )
+        fix = (
+            "a smaller window, fewer lanes (batch_size), or cut long series into more "
+            "sequences (Sequences.cut)"
+        )
+    else:
+        what = f"{rows} windows of {cfg.window} steps, {cfg.batch_size} per batch"
+        fix = "a smaller batch_size, or overlapping windows (stride < window, e.g. stride=1)"
+    warnings.warn(
+        f"each epoch has only {updates} optimizer updates ({what}): {cfg.epochs} "
+        f"epochs give {updates * cfg.epochs} updates in all, which likely under-trains. Use "
+        f"{fix}, or more epochs.",
+        FewUpdatesWarning,
+        stacklevel=4,
+    )
 
 
 def _train_one_epoch(
@@ -421,6 +517,8 @@ def _train_one_epoch(
 ) -> dict[str, Any]:
     t0 = time.perf_counter()
     schedule = build_schedule(train, cfg, epoch, model.dtype)
+    if epoch == 0 and world.is_main:
+        _warn_few_updates(cfg, schedule, train)
     scored, norms = schedule.scored_steps, chunk_norms(schedule)  # of all ranks' lanes
     schedule = world.share_out(schedule).to(model.device)  # this rank's lanes (all, alone)
     progress = Progress(
@@ -449,7 +547,8 @@ def _train_one_epoch(
     finally:
         progress.close()
     seconds = time.perf_counter() - t0
-    record: dict[str, Any] = {"epoch": epoch, "loss": train_loss}
+    # numbered from 1, as the console shows it (`epoch` inside fit counts from 0)
+    record: dict[str, Any] = {"epoch": epoch + 1, "loss": train_loss}
     if val is not None and world.is_main:
         record.update(validate(model, val, cfg, windowed=cfg.mode == "stateless"))
     record["seconds"] = seconds
@@ -473,7 +572,7 @@ def _norm(v):
 
 
 def _print_epoch(record: dict[str, Any], epochs: int) -> None:
-    parts = [f"epoch {record['epoch'] + 1}/{epochs}"]
+    parts = [f"epoch {record['epoch']}/{epochs}"]
     for k, v in record.items():
         if k in ("epoch",):
             continue

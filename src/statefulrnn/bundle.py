@@ -1,0 +1,257 @@
+"""ModelBundle: one trained model and everything that turns the user's units into its and back.
+
+A network alone answers in its own units: standardized targets, logits. A bundle adds what
+training knew: input/target scaling, the output link implied by the loss (identity for
+"mse", sigmoid for "bce", softmax for "ce"), feature/target names, and the training mode and
+window (so prediction defaults to the mode the model was trained for). Every entry point goes
+through it: `sr.predict`, `statefulrnn predict/evaluate/stream`, `StreamPool`, ONNX export,
+and any server.
+
+    user x ──to_model──► (x - x_mean) / x_std ──network──► y_model ──to_user──► link, then
+                                                                       y · y_std + y_mean (mse)
+
+The API (all in user units unless named "model"):
+
+    bundle = sr.load_bundle("models/elec")          # any model folder: `statefulrnn train`'s,
+                                                    # or `sr.fit` then `model.save(dir)`
+    bundle = sr.ModelBundle.of(model)               # the bundle `sr.fit` recorded on a model
+    bundle.predict(seqs)                            # list of [T_i, O] arrays; mode/window
+                                                    # default to the training ones
+    bundle.to_model(x) / bundle.to_user(y_model)    # numpy or torch, any leading shape
+    pool = bundle.stream_pool(capacity=None)        # a StreamPool taking and giving user units
+    y = pool.step(["a", "b"], x[2, k, F])           #   (same as sr.StreamPool(bundle))
+    bundle.export_onnx("model.onnx")                # scaling and link inside the graph
+    bundle.save("models/copy")                      # weights + extra.json["bundle"]
+
+On disk the bundle is `extra.json["bundle"]` beside the weights (plain JSON, see `info()`):
+
+    {"format": "statefulrnn-bundle/1", "loss": "mse", "link": "identity",
+     "features": [...], "targets": [...], "mode": "stateful", "window": 50,
+     "fit": {"stride": ..., "target": ..., "burn_in": ..., ...},
+     "scaling": {"x": {"columns", "mean", "std"}, "y": {...} or null}}
+
+A folder with no bundle (an older table model, a bare `model.save`) still loads: a table
+model's scaling is read from its older keys; a bare model gets the identity bundle (no
+scaling, identity link), which is exactly what its network computes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from statefulrnn.data.scaling import Scaling
+from statefulrnn.data.schedule import pack
+from statefulrnn.data.sequences import Sequences
+from statefulrnn.model.base import RecurrentModel, load_extra, load_model
+
+if TYPE_CHECKING:
+    from statefulrnn.streams.pool import StreamPool
+
+FORMAT = "statefulrnn-bundle/1"
+LINKS = {"mse": "identity", "bce": "sigmoid", "ce": "softmax"}
+TRAIN_MODES = ("stateful", "stateless")
+
+
+@dataclass(frozen=True)
+class ModelBundle:
+    """A network plus the contract between the user's units and the network's.
+
+    `scaling`: None or a `Scaling` (its `y` is None for bce/ce: 0/1 targets and class indices
+    are never scaled). `loss` decides the link. `mode`/`window`: how it was trained, so
+    prediction defaults to the matching mode ("stateless" training -> windowed prediction).
+    `fit`: the other training settings that matter to prediction (burn_in, stride, target).
+    """
+
+    model: RecurrentModel
+    scaling: Scaling | None = None
+    loss: str = "mse"
+    features: tuple[str, ...] = ()
+    targets: tuple[str, ...] = ()
+    mode: str = "stateful"
+    window: int | None = None
+    fit: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.loss not in LINKS:
+            raise ValueError(f"unknown loss {self.loss!r}; choose one of {sorted(LINKS)}.")
+        if self.mode not in TRAIN_MODES:
+            raise ValueError(f"unknown training mode {self.mode!r}; choose one of {TRAIN_MODES}.")
+        if self.scaling is not None:
+            if len(self.scaling.x.mean) != self.model.input_size:
+                raise ValueError(
+                    f"input scaling has {len(self.scaling.x.mean)} columns but the model takes "
+                    f"{self.model.input_size} features."
+                )
+            if self.scaling.y is not None and self.loss != "mse":
+                raise ValueError(
+                    f"loss {self.loss!r} targets (0/1 or class indices) are never scaled; "
+                    "give a Scaling with y=None."
+                )
+
+    # ------------------------------------------------------------- the contract
+    @property
+    def link(self) -> str:
+        """The output link, "identity", "sigmoid" or "softmax", implied by the loss."""
+        return LINKS[self.loss]
+
+    @property
+    def predict_mode(self) -> str:
+        """The prediction mode matching training: windowed for stateless, else stateful."""
+        return "windowed" if self.mode == "stateless" else "stateful"
+
+    def to_model(self, x):
+        """User inputs [..., F] (numpy or tensor) -> what the network takes."""
+        if self.scaling is None:
+            return x
+        return _affine(x, self.scaling.x.mean, self.scaling.x.std, invert=False)
+
+    def to_user(self, y_model):
+        """Network outputs [..., O] (numpy or tensor) -> user units: the link, then the target
+        scaling undone (mse). bce gives probabilities, ce one probability per class."""
+        y = y_model
+        if self.link != "identity":
+            t = y if isinstance(y, torch.Tensor) else torch.from_numpy(np.asarray(y))
+            t = torch.sigmoid(t) if self.link == "sigmoid" else torch.softmax(t, -1)
+            y = t if isinstance(y, torch.Tensor) else t.numpy()
+        if self.scaling is not None and self.scaling.y is not None:
+            y = _affine(y, self.scaling.y.mean, self.scaling.y.std, invert=True)
+        return y
+
+    def to_model_sequences(self, seqs: Sequences, *, targets: bool = True) -> Sequences:
+        """Sequences as the network saw them in training (inputs, and mse targets, scaled)."""
+        if self.scaling is None:
+            return seqs
+        return self.scaling.apply(seqs, targets=targets)
+
+    # ------------------------------------------------------------- entry points
+    def predict(
+        self,
+        seqs: Sequences,
+        *,
+        mode: str | None = None,
+        window: int | None = None,
+        burn_in: int | str | None = None,
+        batch_size: int = 256,
+    ) -> list[np.ndarray]:
+        """User-unit outputs of every step of every sequence (list of [T_i, O] arrays).
+
+        `mode` defaults to the training one (`predict_mode`), `window` to the training window,
+        `burn_in` to the training burn-in (windowed only)."""
+        from statefulrnn.predict import outputs_in_model_units
+
+        mode = mode or self.predict_mode
+        if mode == "windowed":
+            window = window or self.window
+            if burn_in is None:
+                burn_in = self.fit.get("burn_in")
+        scaled = self.to_model_sequences(seqs, targets=False)
+        packed = outputs_in_model_units(self.model, scaled, mode, window, burn_in, batch_size)
+        out = self.to_user(packed)
+        offsets = pack(seqs).offsets
+        return [out[offsets[i] : offsets[i + 1]] for i in range(len(offsets) - 1)]
+
+    def stream_pool(
+        self, capacity: int | None = None, spill_dir: str | Path | None = None, **kwargs: Any
+    ) -> StreamPool:
+        """A StreamPool whose `step(ids, x)` takes user inputs and returns user outputs."""
+        from statefulrnn.streams.pool import StreamPool
+
+        return StreamPool(self, capacity, spill_dir, **kwargs)
+
+    def export_onnx(self, path: str | Path, **kwargs: Any) -> Path:
+        """ONNX of one step with the scaling and the link inside the graph: inputs x [B, F]
+        in user units and the state; outputs y [B, O] in user units and the next state."""
+        from statefulrnn.export import export_onnx
+
+        return export_onnx(self.model, path, bundle=self, **kwargs)
+
+    # ------------------------------------------------------------- files
+    def info(self) -> dict[str, Any]:
+        """The JSON written to extra.json["bundle"]."""
+        names_x = list(self.features) or [f"x{j}" for j in range(self.model.input_size)]
+        names_y = list(self.targets) or [f"y{j}" for j in range(self.model.output_size)]
+        scaling = None if self.scaling is None else self.scaling.to_dict(names_x, names_y)
+        return {
+            "format": FORMAT,
+            "loss": self.loss,
+            "link": self.link,
+            "features": list(self.features),
+            "targets": list(self.targets),
+            "mode": self.mode,
+            "window": self.window,
+            "fit": dict(self.fit),
+            "scaling": scaling,
+        }
+
+    @classmethod
+    def from_info(cls, model: RecurrentModel, info: dict[str, Any] | None) -> ModelBundle:
+        """The bundle described by `info` (None: the identity bundle of a bare model)."""
+        if not info:
+            return cls(model)
+        if info.get("format") != FORMAT:
+            raise ValueError(
+                f"unknown bundle format {info.get('format')!r}; this statefulrnn reads {FORMAT}."
+            )
+        scaling = info.get("scaling")
+        return cls(
+            model,
+            scaling=None if scaling is None else Scaling.from_dict(scaling),
+            loss=info.get("loss", "mse"),
+            features=tuple(info.get("features", ())),
+            targets=tuple(info.get("targets", ())),
+            mode=info.get("mode", "stateful"),
+            window=info.get("window"),
+            fit=dict(info.get("fit") or {}),
+        )
+
+    @classmethod
+    def of(cls, model: RecurrentModel) -> ModelBundle:
+        """The bundle recorded on `model` (by `sr.fit`, or loaded from its folder)."""
+        return cls.from_info(model, getattr(model, "bundle_info", None))
+
+    def attach(self) -> RecurrentModel:
+        """Record this bundle on its model: `model.save` writes it, `sr.predict(model, ...)`
+        and `ModelBundle.of(model)` use it. Returns the model."""
+        self.model.bundle_info = self.info()
+        return self.model
+
+    def save(self, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
+        """Write the model folder: weights, model.json and extra.json with this bundle."""
+        return self.model.save(path, extra={**(extra or {}), "bundle": self.info()})
+
+
+def load_bundle(path: str | Path, *, device: torch.device | str | None = None) -> ModelBundle:
+    """The bundle of any saved model folder (see the module docstring)."""
+    model = load_model(path, device=device)
+    extra = load_extra(path)
+    if "bundle" in extra:
+        return ModelBundle.from_info(model, extra["bundle"])
+    if extra.get("format") == "statefulrnn-table/1":  # a table model saved before bundles
+        t, train = extra["table"], extra.get("train", {})
+        return ModelBundle(
+            model,
+            scaling=Scaling.from_dict(extra["scaling"]),
+            loss="mse",
+            features=tuple(t["features"]),
+            targets=tuple(t["targets"]),
+            mode=train.get("mode", "stateful"),
+            window=int(train.get("window", 50)),
+        )
+    return ModelBundle(model)
+
+
+def _affine(a, mean: np.ndarray, std: np.ndarray, *, invert: bool):
+    """(a - mean) / std, or a · std + mean, for numpy arrays and tensors alike."""
+    if isinstance(a, torch.Tensor):
+        m = torch.as_tensor(mean, dtype=a.dtype, device=a.device)
+        s = torch.as_tensor(std, dtype=a.dtype, device=a.device)
+        return a * s + m if invert else (a - m) / s
+    a = np.asarray(a)
+    dtype = a.dtype if a.dtype.kind == "f" else np.float64
+    m, s = mean.astype(dtype), std.astype(dtype)
+    return a * s + m if invert else (a - m) / s
