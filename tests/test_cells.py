@@ -109,15 +109,18 @@ def test_a_cell_without_fast_paths_falls_back(slow_gru, tmp_path):
     assert np.abs(y[0] - stateful[0]).max() <= 1e-12
     loaded = sr.load_model(model.save(tmp_path / "m"))
     assert loaded.identity() == model.identity()
-    with pytest.raises(ValueError, match="'slow-gru' has no Keras counterpart"):
-        SLOW_GRU.keras_class()
 
 
-def test_the_keras_importer_refuses_a_cell_keras_does_not_have(slow_gru):
+@pytest.mark.parametrize(
+    "cell", ["slow-gru", *(c for c in cells.names() if cells.get(c).keras is None)]
+)
+def test_the_keras_importer_refuses_a_cell_keras_does_not_have(slow_gru, cell):
+    with pytest.raises(ValueError, match=f"{cell!r} has no Keras counterpart"):
+        cells.get(cell).keras_class()
     layers = [
         KerasLayer("InputLayer", "in", {"batch_shape": [None, None, 2]}),
         KerasLayer("LSTM", "lstm", {"units": 2, "return_sequences": True}),
-        KerasLayer("Slow-Gru", "ours", {"units": 2}),
+        KerasLayer(cell.title(), "ours", {"units": 2}),  # e.g. a custom "Mingru" layer
     ]
     w = [
         ("kernel", np.zeros((2, 8))),
@@ -125,5 +128,5 @@ def test_the_keras_importer_refuses_a_cell_keras_does_not_have(slow_gru):
         ("bias", np.zeros(8)),
     ]
     file = KerasFile(layers, {"lstm": w}, "3.0.0", "keras", "test.keras")
-    with pytest.raises(KerasImportError, match="'slow-gru' is a statefulrnn cell without a Keras"):
+    with pytest.raises(KerasImportError, match=f"{cell!r} is a statefulrnn cell without a Keras"):
         convert(file)

@@ -12,6 +12,8 @@ Weights use PyTorch's layout (for layer l, `layers.{l}.weight_ih_l0` etc.):
     GRU :  [r_x, z_x, n_x] = split(W_ih x_t + b_ih, 3);  [r_h, z_h, n_h] = split(W_hh h_{t-1} + b_hh, 3)
            r = σ(r_x + r_h);  z = σ(z_x + z_h);  n = tanh(n_x + r ⊙ n_h)
            h_t = (1 - z) ⊙ n + z ⊙ h_{t-1}
+    minGRU: [k, h̃] = split(W_ih x_t + b_ih, 2);  z = σ(k)       (no recurrent weights)
+           h_t = (1 - z) ⊙ h_{t-1} + z ⊙ h̃
     head:  y_t = W h_t + b   (from the last layer's h_t)
 """
 
@@ -48,6 +50,12 @@ def gru_step(x, h, w_ih, w_hh, b_ih, b_hh):
     return (1.0 - z) * n + z * h
 
 
+def mingru_step(x, h, w_ih, b_ih):
+    k, cand = np.split(x @ w_ih.T + b_ih, 2, axis=-1)
+    z = sigmoid(k)
+    return (1.0 - z) * h + z * cand
+
+
 # cell -> (number of state parts, step(x_t, state parts, layer weights) -> new state parts).
 # The cells are the registry's (model/cells/); this module imports nothing from the package,
 # so it keeps its own table, and tests/test_cells.py checks that the two name the same cells.
@@ -56,6 +64,7 @@ STEPS: dict[str, tuple[int, Step]] = {
     "rnn": (1, lambda x, s, p: (rnn_step(x, s[0], *_recurrent(p)),)),
     "lstm": (2, lambda x, s, p: lstm_step(x, *s, *_recurrent(p))),
     "gru": (1, lambda x, s, p: (gru_step(x, s[0], *_recurrent(p)),)),
+    "mingru": (1, lambda x, s, p: (mingru_step(x, s[0], p["weight_ih_l0"], p["bias_ih_l0"]),)),
 }
 
 

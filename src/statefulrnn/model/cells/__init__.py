@@ -158,3 +158,12 @@ register(
         sweep=False,
     )
 )
+register(
+    CellSpec(
+        "mingru",
+        "minGRU (Feng et al. 2024): gates from x only, a parallel scan over each chunk",
+        state=("h",),
+        gates=2,
+        layer="statefulrnn.model.cells.mingru:MinGRU",
+    )
+)
