@@ -455,8 +455,8 @@ def test_stream_cli_survives_sigterm_with_state(tmp_path):
 
     procs = []
     try:
-        whole_run = _stream(tmp_path / "model", tmp_path / "once.safetensors")  # uninterrupted
-        first = _stream(tmp_path / "model", tmp_path / "state.safetensors")  # starts alongside
+        whole_run = _stream(tmp_path / "model", tmp_path / "once.db")  # uninterrupted
+        first = _stream(tmp_path / "model", tmp_path / "state.db")  # starts alongside
         procs += [whole_run, first]
         for line in lines[:half]:
             first.stdin.write(line + "\n")
@@ -466,13 +466,13 @@ def test_stream_cli_survives_sigterm_with_state(tmp_path):
         rest, err = first.communicate(timeout=120)
         assert first.returncode == 0, err
         assert rest == "" and "stopped by signal" in err
-        assert (tmp_path / "state.safetensors").exists()
+        assert (tmp_path / "state.db").exists()
 
-        second = _stream(tmp_path / "model", tmp_path / "state.safetensors")
+        second = _stream(tmp_path / "model", tmp_path / "state.db")
         procs.append(second)
         out, err = second.communicate("\n".join(lines[half:]) + "\n", timeout=120)
         assert second.returncode == 0, err
-        assert "3 streams restored" in err
+        assert "3 streams in" in err
         got += out.splitlines(keepends=True)
         want, err = whole_run.communicate("\n".join(lines) + "\n", timeout=120)
         assert whole_run.returncode == 0, err
@@ -498,7 +498,7 @@ def test_stream_cli_reads_a_file_and_refuses_a_state_from_another_model(tmp_path
     model.save(tmp_path / "model")
     xs = make_xs([3, 2])
     (tmp_path / "in.csv").write_text("id,x1,x2\n" + "\n".join(lines_for(xs)[:5]))
-    state = tmp_path / "state.safetensors"
+    state = tmp_path / "state.db"
     assert (
         main(
             [
@@ -519,4 +519,4 @@ def test_stream_cli_reads_a_file_and_refuses_a_state_from_another_model(tmp_path
     )
     make_model(seed=1).save(tmp_path / "other")
     assert main(["stream", str(tmp_path / "other"), "--state", str(state)]) == 2
-    assert "Load the model checkpoint that served" in capsys.readouterr().err
+    assert "a state means nothing to other weights" in capsys.readouterr().err

@@ -3,7 +3,8 @@
 Reads `{"id": ..., "x": [...]}` JSON lines or `id,x1,x2,...` CSV lines, answers each with one
 JSON line, and batches the lines already waiting into as few `StreamPool.step` calls as the
 ids allow (a stream's steps stay in order). `--state FILE` makes the streams outlive the
-process: loaded at start, saved at the end of the input and on SIGTERM or Ctrl-C.
+process: a StreamService over an SQLite store (streams/durable.py) commits each batch's states
+before its answers are written, so a kill -9 loses no answered line.
 """
 
 from __future__ import annotations
@@ -14,9 +15,6 @@ import json
 import os
 import signal
 import sys
-from pathlib import Path
-
-import numpy as np
 
 from statefulrnn.streams.lines import (
     DEFAULT_LIMITS,
@@ -47,14 +45,18 @@ waiting are run together in one batched call. x and y are in your units, as `sta
 predict` reads and writes them: x is scaled as in training, y is scaled back (a bce model
 answers probabilities, a ce model one probability per class). A model saved without
 scaling sees x as given.
-With --state FILE, streams continue where they stopped: the states are loaded at start (if
-FILE exists) and saved at the end of the input and on SIGTERM or Ctrl-C (exit status 0).
+With --state FILE, streams continue where they stopped, even after kill -9 or a power cut:
+every batch's new states are committed to FILE (an SQLite database, locked to one process)
+before its answers are written. A JSON line may carry "seq" (an integer increasing per
+stream): a line resent after a crash with a seq already applied gets the stored answer,
+marked "replayed": true, and is not applied twice.
 """
 
 EPILOG = """\
 examples:
-  tail -f readings.jsonl | statefulrnn stream models/elec --state streams.safetensors
+  tail -f readings.jsonl | statefulrnn stream models/elec --state streams.db
   statefulrnn stream models/elec --input steps.csv > predictions.jsonl
+  statefulrnn stream models/elec --state streams.db --capacity 100000
   statefulrnn stream models/elec --capacity 100000 --spill-dir /var/tmp/spill
 """
 
@@ -78,7 +80,15 @@ def add_parser(subparsers) -> None:
     p.add_argument(
         "--state",
         metavar="FILE",
-        help="load stream states from FILE at start (if it exists), save them there at exit",
+        help="a stream state database (SQLite; created if missing): every answered line's "
+        "state is committed there before the answer is written",
+    )
+    p.add_argument(
+        "--sync",
+        choices=["full", "normal"],
+        default="full",
+        help="--state durability: full (default) survives power loss; normal survives kill -9 "
+        "and is cheaper per commit",
     )
     p.add_argument(
         "--capacity", type=int, metavar="N", help="at most N states in memory (LRU eviction)"
@@ -103,18 +113,26 @@ def add_parser(subparsers) -> None:
 
 # ----------------------------------------------------------------- answering lines
 def answer(
-    pool, numbered: list[tuple[int, str | LineError]], fmt: str, limits: LineLimits = DEFAULT_LIMITS
+    service,
+    numbered: list[tuple[int, str | LineError]],
+    fmt: str,
+    limits: LineLimits = DEFAULT_LIMITS,
 ) -> list[dict]:
     """One output dict per line (a CSV header line has none).
 
     Parse each line (an item may already be a LineError from the reader), then step the valid
-    lines in rounds of distinct ids: round r holds each id's r-th line, so every stream's steps
-    run in order. A bad line changes no stream's state.
+    ones through the service in one micro-batch: a stream's steps stay in order, a bad line
+    changes no stream's state, and with a store every answer is durable before it is returned.
+    `service`: a StreamService, or a StreamPool (then nothing is durable).
     """
-    features = pool.model.input_size
+    from statefulrnn.streams import StreamPool
+    from statefulrnn.streams.service import StepRequest, StreamService
+
+    if isinstance(service, StreamPool):
+        service = StreamService(service)
+    features = service.features
     out: list[dict | None] = [None] * len(numbered)
-    rounds: list[list[tuple[int, object, np.ndarray]]] = []
-    seen: dict[object, int] = {}
+    requests, where = [], []
     for pos, (n, text) in enumerate(numbered):
         if n == 1 and fmt != "json" and isinstance(text, str) and is_csv_header(text):
             continue  # a CSV header
@@ -122,28 +140,40 @@ def answer(
             if isinstance(text, LineError):
                 raise text
             sid, x = parse_line(text, fmt, features, limits)
-        except LineError as err:
+            seq = line_seq(text)
+        except ValueError as err:
             out[pos] = {"line": n, "error": f"line {n}: {err}"}
             continue
-        r = seen.get(sid, 0)
-        seen[sid] = r + 1
-        if r == len(rounds):
-            rounds.append([])
-        rounds[r].append((pos, sid, x))
-    size = pool.capacity or len(numbered)  # one call may not step more streams than that
-    for items in rounds:
-        for lo in range(0, len(items), size):
-            part = items[lo : lo + size]
-            y = pool.step([sid for _, sid, _ in part], np.stack([x for _, _, x in part])[:, None])
-            for (pos, sid, _), yi in zip(part, y[:, 0].tolist()):
-                out[pos] = {"line": numbered[pos][0], "id": sid, "y": yi}
+        requests.append(StepRequest(sid, x[None], seq=seq))
+        where.append(pos)
+    for pos, req, res in zip(where, requests, service.step(requests)):
+        n = numbered[pos][0]
+        if res.error is not None:
+            out[pos] = {"line": n, "error": f"line {n}: {res.error}"}
+        else:
+            out[pos] = {"line": n, "id": req.sid, "y": res.y[0].tolist()}
+            if res.replayed:
+                out[pos]["replayed"] = True
     return [o for o in out if o is not None]
+
+
+def line_seq(text: str) -> int | None:
+    """The optional "seq" of a JSON line (parse_line has checked it is bounded JSON): a line
+    resent with a seq already applied is answered again, not applied twice."""
+    if '"seq"' not in text or not text.lstrip().startswith("{"):
+        return None
+    seq = json.loads(text).get("seq")
+    if seq is not None and (isinstance(seq, bool) or not isinstance(seq, int) or seq < 0):
+        raise ValueError(f"seq must be an integer >= 0; received {seq!r}")
+    return seq
 
 
 # ----------------------------------------------------------------- the command
 def run(args) -> int:
     from statefulrnn.bundle import load_bundle
     from statefulrnn.streams import StreamPool
+    from statefulrnn.streams.durable import SQLiteStore
+    from statefulrnn.streams.service import StreamService
 
     if args.max_batch < 1:
         print("stream: --max-batch must be >= 1", file=sys.stderr)
@@ -152,18 +182,33 @@ def run(args) -> int:
         print("stream: --max-line-bytes must be >= 1", file=sys.stderr)
         return 2
     limits = LineLimits(max_line_bytes=args.max_line_bytes)
+    if args.state and args.spill_dir:
+        print(
+            "stream: --spill-dir is for runs without --state; the --state database already "
+            "keeps the streams that --capacity evicts from memory",
+            file=sys.stderr,
+        )
+        return 2
+    if args.capacity is not None and not (args.state or args.spill_dir):
+        print(
+            "stream: --capacity evicts streams from memory; give --state FILE (or --spill-dir "
+            "DIR) to keep them, otherwise evicted streams would be forgotten",
+            file=sys.stderr,
+        )
+        return 2
+    store = None
     try:
         bundle = load_bundle(args.model)  # the model and its units (scaling, output link)
         model = bundle.model
-        if args.state and Path(args.state).exists():
-            kw = {} if args.capacity is None else {"capacity": args.capacity}
-            pool = StreamPool.load(args.state, bundle, spill_dir=args.spill_dir, **kw)
-            restored = f", {len(pool)} streams restored from {args.state}"
-        else:
-            pool = StreamPool(bundle, capacity=args.capacity, spill_dir=args.spill_dir)
-            restored = ""
+        if args.state:
+            store = SQLiteStore(args.state, synchronous=args.sync)
+        pool = StreamPool(bundle, capacity=args.capacity, spill_dir=args.spill_dir)
+        service = StreamService(pool, store)
+        restored = f", {len(service)} streams in {args.state}" if store is not None else ""
         source = open(args.input, "rb") if args.input else None  # noqa: SIM115
     except (OSError, ValueError, TypeError) as err:
+        if store is not None:
+            store.close()
         print(f"stream: {err}", file=sys.stderr)
         return 2
     fd = source.fileno() if source is not None else sys.stdin.fileno()
@@ -191,7 +236,7 @@ def run(args) -> int:
             batch = reader.batch()
             if batch is None:
                 break
-            out = answer(pool, batch, args.format, limits)
+            out = answer(service, batch, args.format, limits)
             lines_in += len(out)
             errors += sum("error" in o for o in out)
             sys.stdout.write("".join(json.dumps(o) + "\n" for o in out))
@@ -203,9 +248,10 @@ def run(args) -> int:
         os.close(wake_w)
         if source is not None:
             source.close()
-        if args.state:
-            pool.save(args.state)  # every answered line is in the saved states
+        held = len(service) if args.state else 0
+        service.close()  # every answered line was committed before it was answered
+        pool.close()
     how = "stopped by signal" if stop["signal"] is not None else "end of input"
-    saved = f"; {len(pool)} streams saved to {args.state}" if args.state else ""
+    saved = f"; {held} streams in {args.state}" if args.state else ""
     print(f"stream: {how}: {lines_in} lines, {errors} errors{saved}", file=sys.stderr)
     return 0

@@ -168,6 +168,37 @@ class StreamPool:
         with self._lock:
             return self._layout.to_state(self._rows([stream_id]))
 
+    def rows(self, ids: list[Hashable]) -> Tensor:
+        """Copies of the state rows of `ids` `[len(ids), D]` (held or spilled), on the CPU."""
+        with self._lock:
+            return self._rows(list(ids))
+
+    def put(self, ids: list[Hashable], rows, keep: Iterable[Hashable] = ()) -> None:
+        """Hold streams `ids` with these state rows `[len(ids), D]` (a durable store's copy).
+
+        Streams in `keep` that are held stay held (they are about to be stepped with `ids`);
+        room is made by evicting the least recently used others.
+        """
+        ids = list(ids)
+        with self._lock:
+            self._tick += 1
+            held = [self._slot[i] for i in keep if i in self._slot]
+            self._last[held] = self._tick
+            for sid in ids:
+                if sid in self._spilled:
+                    self._unlink(self._spilled.pop(sid))
+            slots = self._slots(ids)
+            slab = self._slab
+            rows = torch.as_tensor(np.asarray(rows)).to(device=slab.device, dtype=slab.dtype)
+            slab.index_copy_(0, torch.as_tensor(slots, device=slab.device), rows)
+
+    def close(self) -> None:
+        """Delete this pool's spill files (their states are lost): call it when the pool ends."""
+        with self._lock:
+            for sid, path in list(self._spilled.items()):
+                self._unlink(path)
+                self._spilled[sid] = None
+
     def __repr__(self) -> str:
         cap = "" if self.capacity is None else f", capacity={self.capacity}"
         return (
