@@ -12,6 +12,7 @@ COMMANDS = {
     "compare": "compare",
     "import-keras": "import_keras",
     "stream": "stream",
+    "serve": "serve",
     "train": "train",
     "predict": "predict",
     "evaluate": "evaluate",

@@ -187,6 +187,10 @@ class StateStore:
     def close(self) -> None:
         """Release the store (locks, connections); idempotent."""
 
+    def ping(self) -> None:
+        """Raise StoreError if the store cannot be used now."""
+        self.versions([])
+
 
 class MemoryStore(StateStore):
     """Records in a dict: the interface without durability (tests, `serve` without a store)."""
@@ -356,6 +360,8 @@ class SQLiteStore(StateStore):
         return out
 
     def versions(self, ids):
+        if self._db is None:
+            raise StoreError(f"{self.path} is closed")
         try:
             return self._versions(list(ids))
         except sqlite3.Error as err:

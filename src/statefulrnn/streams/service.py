@@ -385,6 +385,11 @@ class StreamService:
             self._forget(old)
             return len(old)
 
+    def ping(self) -> None:
+        """Raise if the store cannot be reached (readiness)."""
+        if self.store is not None:
+            self.store.ping()
+
     def __len__(self) -> int:
         with self._lock:
             return len(self.store) if self.store is not None else len(self.pool)

@@ -1,0 +1,157 @@
+"""`statefulrnn serve MODEL_DIR`: the model's streams over HTTP and WebSocket (uvicorn).
+
+Thin: options -> StreamPool + state store -> StreamService -> streams/http.py's app -> uvicorn.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+DESCRIPTION = """\
+Serve a model's streams over HTTP and WebSocket. Each stream (any id) keeps its recurrent
+state between requests; concurrent requests are micro-batched into one batched step, and each
+batch's new states are committed to the state store before any of its answers is sent.
+
+  POST /v1/streams/ID/step  {"x": [[0.5, 1.2], [0.7, 1.0]]}  ->  {"y": [[...], [...]], ...}
+  POST /v1/step             {"steps": [{"id": "a", "x": [[...]]}, ...]}
+  POST /v1/streams/ID/reset   DELETE /v1/streams/ID   GET /v1/streams/ID   WS /v1/ws
+  GET  /healthz /readyz /metrics /docs /openapi.json
+
+State: --state FILE (SQLite, this process only), --redis URL (shared by replicas; versioned
+so two replicas never both advance a stream), or neither (memory: lost at exit).
+"""
+
+EPILOG = """\
+examples:
+  statefulrnn serve models/elec --state streams.db
+  statefulrnn serve models/elec --redis redis://127.0.0.1:6379/0 --port 8001
+  curl -s localhost:8000/v1/streams/s1/step -d '{"x": [[0.5, 1.2]]}'
+"""
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "serve",
+        help="serve streams over HTTP/WebSocket with micro-batching and durable state",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("model", metavar="MODEL_DIR", help="a saved model folder (model.json inside)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0: any free)")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--state", metavar="FILE", help="SQLite state store (created if missing)")
+    where.add_argument("--redis", metavar="URL", help="Redis state store, e.g. redis://host:6379/0")
+    p.add_argument("--redis-prefix", default="statefulrnn", help="key prefix in Redis")
+    p.add_argument(
+        "--sync", choices=["full", "normal"], default="full", help="--state durability (see stream)"
+    )
+    p.add_argument(
+        "--capacity", type=int, metavar="N", help="at most N states in memory (the store keeps all)"
+    )
+    p.add_argument(
+        "--batch-delay-ms",
+        type=float,
+        default=2.0,
+        metavar="MS",
+        help="collect requests for up to MS ms into one batch (default: 2)",
+    )
+    p.add_argument("--max-batch", type=int, default=4096, metavar="N", help="steps per batch")
+    p.add_argument(
+        "--max-body",
+        type=int,
+        default=1 << 20,
+        metavar="BYTES",
+        help="largest request body or WebSocket message (default: 1 MiB)",
+    )
+    p.add_argument(
+        "--idle-timeout",
+        type=float,
+        metavar="S",
+        help="drop streams unused for S seconds from memory (their state stays in the store)",
+    )
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.set_defaults(run=run)
+
+
+def build(args):
+    """(service, app) for these options; raises OSError/ValueError with a clear message."""
+    from statefulrnn.model import load_model
+    from statefulrnn.streams import StreamPool
+    from statefulrnn.streams.durable import MemoryStore, SQLiteStore
+    from statefulrnn.streams.http import make_app
+    from statefulrnn.streams.service import StreamService
+
+    for name in ("capacity", "max_batch", "max_body"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1; received {value}")
+    if args.batch_delay_ms < 0:
+        raise ValueError(f"--batch-delay-ms must be >= 0; received {args.batch_delay_ms}")
+    if args.capacity is not None and not (args.state or args.redis):
+        raise ValueError(
+            "--capacity evicts streams from memory; give --state or --redis to keep them"
+        )
+    model = load_model(args.model)
+    if args.state:
+        store = SQLiteStore(args.state, synchronous=args.sync)
+    elif args.redis:
+        from statefulrnn.streams.redis_store import RedisStore
+
+        store = RedisStore(args.redis, prefix=args.redis_prefix)
+    else:
+        store = MemoryStore()
+    try:
+        service = StreamService(StreamPool(model, capacity=args.capacity), store)
+    except BaseException:
+        store.close()
+        raise
+    app = make_app(
+        service,
+        delay=args.batch_delay_ms / 1000,
+        max_batch=args.max_batch,
+        max_body=args.max_body,
+        idle_timeout=args.idle_timeout,
+        model_name=str(args.model),
+    )
+    return service, app
+
+
+def run(args) -> int:
+    try:
+        import uvicorn
+
+        from statefulrnn.streams.http import JsonLogFormatter
+    except ImportError as err:
+        print(
+            f"serve: {err.name} is not installed; install the server extra: "
+            "pip install 'statefulrnn[serve]'",
+            file=sys.stderr,
+        )
+        return 2
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonLogFormatter())
+    logger = logging.getLogger("statefulrnn.serve")
+    logger.handlers[:] = [handler]
+    logger.setLevel(args.log_level.upper())
+    logger.propagate = False
+    try:
+        _, app = build(args)
+    except (OSError, ValueError, TypeError) as err:
+        print(f"serve: {err}", file=sys.stderr)
+        return 2
+    config = uvicorn.Config(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        ws_max_size=args.max_body,
+    )
+    server = uvicorn.Server(config)
+    server.run()
+    return 0

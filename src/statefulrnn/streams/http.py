@@ -1,0 +1,571 @@
+"""The HTTP and WebSocket face of a StreamService: `make_app(service, ...)` -> an ASGI app.
+
+Built on Starlette (run by uvicorn in `statefulrnn serve`). Why Starlette and not FastAPI:
+every request body here is a few arrays of numbers that we must check ourselves anyway
+(feature count, NaN, which step and feature is wrong), under a byte limit enforced while the
+body is read; FastAPI's pydantic models would add a second validation pass per request and a
+dependency, on the path whose cost the service is measured by. Starlette is the ASGI toolkit
+FastAPI itself runs on (routing, WebSockets, test client), and our small OpenAPI document is
+written out below and served at /openapi.json with a page at /docs.
+
+Endpoints (JSON; ids in paths are strings, in bodies strings or integers):
+
+    POST   /v1/streams/{id}/step   {"x": [[f1..fF], ...] (k steps), "seq"?, "start"?, "end"?,
+                                    "model"?}  ->  {"id", "y": [[o1..oO], ...], "version"}
+    POST   /v1/step                {"steps": [{"id", "x", ...}, ...]}  ->  {"results": [...]}
+                                    (one result per step: {"id", "y", ...} or {"id", "error",
+                                    "status"}; a bad step never fails the others)
+    POST   /v1/streams/{id}/reset  ->  {"id", "version"}          DELETE /v1/streams/{id}
+    GET    /v1/streams/{id}        ->  {"id", "version", "seq", "held"}
+    WS     /v1/ws                  send {"id", "x", ...} or {"steps": [...]}, receive one
+                                    result per step, tagged with the id (and "tag" if sent)
+    GET    /healthz /readyz /metrics (Prometheus) /openapi.json /docs
+
+Errors are JSON {"error": "..."} with 400 (malformed JSON, wrong feature count, NaN), 404
+(unknown stream), 409 (seq already applied, another replica won, wrong model), 413 (body over
+the limit), 503 (state store failed: nothing applied). Logs are JSON lines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from statefulrnn.streams.batcher import MicroBatcher
+from statefulrnn.streams.metrics import Metrics
+from statefulrnn.streams.service import StepRequest, StepResult, StreamService
+
+log = logging.getLogger("statefulrnn.serve")
+
+MAX_DEPTH = 8  # JSON nesting a valid body needs: {"steps": [{"x": [[...]]}]} is 5 deep
+STEP_KEYS = {"id", "x", "seq", "start", "end", "model", "tag"}
+
+
+class BadRequest(Exception):
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+def _json_error(message: str, status: int) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def parse_json(body: bytes) -> Any:
+    """A request body as JSON; BadRequest naming what is wrong (and where)."""
+    if not body.strip():
+        raise BadRequest("the request body is empty; send a JSON object")
+    if _depth(body) > MAX_DEPTH:
+        raise BadRequest(f"JSON nested more than {MAX_DEPTH} deep")
+    try:
+        return json.loads(body)
+    except UnicodeDecodeError:
+        raise BadRequest("the request body is not UTF-8") from None
+    except json.JSONDecodeError as err:
+        raise BadRequest(
+            f"malformed JSON: {err.msg} at line {err.lineno} column {err.colno}"
+        ) from None
+    except (ValueError, RecursionError) as err:  # e.g. integers too long to convert
+        raise BadRequest(f"malformed JSON: {err}") from None
+
+
+def _depth(body: bytes) -> int:
+    """Bracket nesting of a JSON text (ignoring strings), checked before json.loads recurses."""
+    if body.count(b"[") + body.count(b"{") <= MAX_DEPTH:
+        return 0
+    depth = deepest = 0
+    in_string = escaped = False
+    for c in body:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif c == 0x5C:  # backslash
+                escaped = True
+            elif c == 0x22:
+                in_string = False
+        elif c == 0x22:
+            in_string = True
+        elif c in (0x5B, 0x7B):
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if deepest > MAX_DEPTH:
+                    return deepest
+        elif c in (0x5D, 0x7D):
+            depth -= 1
+    return deepest
+
+
+def step_request(obj: Any, sid: Any = None, *, where: str = "the body") -> StepRequest:
+    """A StepRequest from one step object; BadRequest for a wrong shape of object."""
+    if not isinstance(obj, dict):
+        raise BadRequest(f'{where} must be a JSON object with "x"; received {type(obj).__name__}')
+    unknown = set(obj) - STEP_KEYS
+    if unknown:
+        raise BadRequest(f"{where} has unknown keys {sorted(unknown)}; known: {sorted(STEP_KEYS)}")
+    if "x" not in obj:
+        raise BadRequest(f'{where} has no "x" (k steps, each a list of feature values)')
+    if sid is None:
+        if "id" not in obj:
+            raise BadRequest(f'{where} has no "id"')
+        sid = obj["id"]
+    for flag in ("start", "end"):
+        if not isinstance(obj.get(flag, False), bool):
+            raise BadRequest(f'{where}: "{flag}" must be true or false')
+    return StepRequest(
+        sid, obj["x"], seq=obj.get("seq"), start=obj.get("start", False), end=obj.get("end", False)
+    )
+
+
+def result_json(sid, res: StepResult, tag=None) -> dict:
+    out: dict[str, Any] = {"id": sid}
+    if tag is not None:
+        out["tag"] = tag
+    if res.error is not None:
+        out["error"], out["status"] = res.error, res.status
+        return out
+    out["y"] = res.y.tolist()
+    out["version"] = res.version
+    if res.replayed:
+        out["replayed"] = True
+    return out
+
+
+class App:
+    """State of one served model: the service, its batcher, limits, metrics (see module doc)."""
+
+    def __init__(
+        self,
+        service: StreamService,
+        *,
+        delay: float = 0.002,
+        max_batch: int = 4096,
+        max_body: int = 1 << 20,
+        idle_timeout: float | None = None,
+        model_name: str = "",
+    ):
+        self.service, self.max_body, self.idle_timeout = service, max_body, idle_timeout
+        self.metrics = Metrics(service)
+        self.batcher = MicroBatcher(
+            service, delay=delay, max_batch=max_batch, on_batch=self.metrics.batch
+        )
+        model = service.pool.model
+        self.identity = model.identity()
+        self.description = {
+            "model": model_name,
+            "kind": model.kind,
+            "identity": self.identity,
+            "inputs": model.input_size,
+            "outputs": model.output_size,
+            "store": getattr(service.store, "where", None),
+        }
+        self._idle_task: asyncio.Task | None = None
+
+    # ------------------------------------------------------------- lifecycle
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app):
+        await self.batcher.start()
+        if self.idle_timeout:
+            self._idle_task = asyncio.create_task(self._evict_idle())
+        log.info("serving", extra={"fields": self.description})
+        try:
+            yield
+        finally:
+            if self._idle_task is not None:
+                self._idle_task.cancel()
+            await self.batcher.stop()
+            self.service.close()
+            log.info("stopped", extra={"fields": {"streams_held": self.service.held}})
+
+    async def _evict_idle(self) -> None:
+        while True:
+            await asyncio.sleep(max(self.idle_timeout / 4, 0.05))
+            try:
+                n = await self.batcher.run_sync(self.service.evict_idle, self.idle_timeout)
+            except Exception as err:  # the store may be down; try again later
+                self.metrics.store_error()
+                log.warning("idle eviction failed", extra={"fields": {"error": str(err)}})
+                continue
+            if n:
+                log.info("evicted idle streams", extra={"fields": {"streams": n}})
+
+    # ------------------------------------------------------------- helpers
+    async def body(self, request: Request) -> Any:
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_body:
+            raise BadRequest(
+                f"the body has {int(length)} bytes; the limit is {self.max_body} (--max-body)", 413
+            )
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > self.max_body:
+                raise BadRequest(
+                    f"the body is over the limit of {self.max_body} bytes (--max-body)", 413
+                )
+            chunks.append(chunk)
+        return parse_json(b"".join(chunks))
+
+    def check_model(self, obj: dict, where: str) -> None:
+        want = obj.get("model") if isinstance(obj, dict) else None
+        if want is not None and not (
+            isinstance(want, str) and want and self.identity.startswith(want)
+        ):
+            raise BadRequest(
+                f"{where} asks for model {str(want)[:16]!r}, but this server serves "
+                f"{self.identity[:12]} ({self.description['kind']}): its stream states mean "
+                "nothing to other weights",
+                409,
+            )
+
+    async def step(self, requests: list[StepRequest]) -> list[StepResult]:
+        t0 = time.perf_counter()
+        results = await self.batcher.submit(requests)
+        self.metrics.steps(results, time.perf_counter() - t0)
+        for req, res in zip(requests, results):
+            if res.status >= 500:
+                self.metrics.store_error()
+                log.error("step failed", extra={"fields": {"id": req.sid, "error": res.error}})
+        return results
+
+    # ------------------------------------------------------------- endpoints
+    async def stream_step(self, request: Request) -> Response:
+        sid = request.path_params["sid"]
+        try:
+            obj = await self.body(request)
+            self.check_model(obj, "the body")
+            if isinstance(obj, dict) and "id" in obj and obj["id"] != sid:
+                raise BadRequest(f"the body's id {obj['id']!r} differs from the path's {sid!r}")
+            req = step_request(obj, sid)
+        except BadRequest as err:
+            return self.refuse("step", err, sid)
+        res = (await self.step([req]))[0]
+        if res.error is not None:
+            return self.refuse("step", BadRequest(res.error, res.status), sid)
+        return JSONResponse(result_json(sid, res))
+
+    async def many_step(self, request: Request) -> Response:
+        try:
+            obj = await self.body(request)
+            if not isinstance(obj, dict) or not isinstance(obj.get("steps"), list):
+                raise BadRequest('expected {"steps": [{"id": ..., "x": [[...]]}, ...]}')
+            self.check_model(obj, "the body")
+        except BadRequest as err:
+            return self.refuse("steps", err)
+        requests, out, at = [], [None] * len(obj["steps"]), []
+        for n, item in enumerate(obj["steps"]):
+            try:
+                self.check_model(item, f"steps[{n}]")
+                requests.append(step_request(item, where=f"steps[{n}]"))
+                at.append(n)
+            except BadRequest as err:
+                sid = item.get("id") if isinstance(item, dict) else None
+                out[n] = {"id": sid, "error": str(err), "status": err.status}
+        if requests:
+            for n, req, res in zip(at, requests, await self.step(requests)):
+                out[n] = result_json(req.sid, res)
+        return JSONResponse({"results": out})
+
+    async def one_stream(self, what: str, request: Request, fn, reply) -> Response:
+        """Run `fn(sid)` between micro-batches: 404 for an unknown stream, 503 if the store fails."""
+        sid = request.path_params["sid"]
+        try:
+            value = await self.batcher.run_sync(fn, sid)
+        except KeyError:
+            return self.refuse(what, BadRequest(self.unknown(sid), 404), sid)
+        except Exception as err:
+            self.metrics.store_error()
+            return self.refuse(what, BadRequest(f"state store error: {err}", 503), sid)
+        return JSONResponse(reply(sid, value))
+
+    async def reset(self, request: Request) -> Response:
+        return await self.one_stream(
+            "reset", request, self.service.reset, lambda sid, v: {"id": sid, "version": v}
+        )
+
+    async def delete(self, request: Request) -> Response:
+        return await self.one_stream(
+            "delete", request, self.service.drop, lambda sid, _: {"id": sid, "deleted": True}
+        )
+
+    async def get(self, request: Request) -> Response:
+        return await self.one_stream("get", request, self.service.info, lambda _, info: info)
+
+    async def websocket(self, ws: WebSocket) -> None:
+        await ws.accept()
+        send_lock = asyncio.Lock()
+        tasks: set[asyncio.Task] = set()
+
+        async def send(obj) -> None:
+            async with send_lock:
+                with contextlib.suppress(WebSocketDisconnect, RuntimeError):
+                    await ws.send_text(json.dumps(obj))
+
+        async def answer(items: list, requests: list[StepRequest], tags: list) -> None:
+            for req, res, tag in zip(requests, await self.step(requests), tags):
+                await send(result_json(req.sid, res, tag))
+
+        try:
+            while True:
+                text = await ws.receive_text()
+                if len(text) > self.max_body:
+                    await send(
+                        {"error": f"message over the limit of {self.max_body} bytes", "status": 413}
+                    )
+                    continue
+                try:
+                    obj = parse_json(text.encode())
+                    items = obj["steps"] if isinstance(obj, dict) and "steps" in obj else [obj]
+                    if not isinstance(items, list):
+                        raise BadRequest('"steps" must be a list of step objects')
+                except BadRequest as err:
+                    await send({"error": str(err), "status": err.status})
+                    continue
+                requests, tags = [], []
+                for n, item in enumerate(items):
+                    tag = item.get("tag") if isinstance(item, dict) else None
+                    try:
+                        self.check_model(item, f"step {n}")
+                        requests.append(step_request(item, where=f"step {n}"))
+                        tags.append(tag)
+                    except BadRequest as err:
+                        sid = item.get("id") if isinstance(item, dict) else None
+                        await send({"id": sid, "tag": tag, "error": str(err), "status": err.status})
+                if requests:
+                    # queued now, in message order; answered when its micro-batch is done
+                    task = asyncio.create_task(answer(items, requests, tags))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+                    await asyncio.sleep(0)  # let the task enqueue before the next message
+        except WebSocketDisconnect:
+            pass
+        finally:
+            if tasks:
+                await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def healthz(self, request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(self, request: Request) -> Response:
+        if not self.batcher.running:
+            return JSONResponse({"status": "starting"}, status_code=503)
+        try:
+            await self.batcher.run_sync(self.service.ping)
+        except Exception as err:
+            return JSONResponse({"status": "store unavailable", "error": str(err)}, status_code=503)
+        return JSONResponse({"status": "ready", **self.description})
+
+    async def metrics_page(self, request: Request) -> Response:
+        body, content_type = self.metrics.render()
+        return Response(body, media_type=content_type)
+
+    async def openapi(self, request: Request) -> Response:
+        return JSONResponse(openapi_document(self.description))
+
+    async def docs(self, request: Request) -> Response:
+        return HTMLResponse(docs_page(openapi_document(self.description)))
+
+    # ------------------------------------------------------------- errors
+    def unknown(self, sid) -> str:
+        return f"no stream {sid!r}: it has never been stepped, or was deleted or ended"
+
+    def refuse(self, what: str, err: BadRequest, sid=None) -> JSONResponse:
+        self.metrics.refused(err.status)
+        log.info(
+            "refused",
+            extra={
+                "fields": {"endpoint": what, "id": sid, "status": err.status, "error": str(err)}
+            },
+        )
+        return _json_error(str(err), err.status)
+
+
+def make_app(service: StreamService, **kw) -> Starlette:
+    """The ASGI app serving `service` (keyword arguments: see `App`)."""
+    state = App(service, **kw)
+    routes = [
+        Route("/v1/streams/{sid}/step", state.stream_step, methods=["POST"]),
+        Route("/v1/streams/{sid}/reset", state.reset, methods=["POST"]),
+        Route("/v1/streams/{sid}", state.get, methods=["GET"]),
+        Route("/v1/streams/{sid}", state.delete, methods=["DELETE"]),
+        Route("/v1/step", state.many_step, methods=["POST"]),
+        WebSocketRoute("/v1/ws", state.websocket),
+        Route("/healthz", state.healthz),
+        Route("/readyz", state.readyz),
+        Route("/metrics", state.metrics_page),
+        Route("/openapi.json", state.openapi),
+        Route("/docs", state.docs),
+    ]
+    app = Starlette(routes=routes, lifespan=state.lifespan)
+    app.state.serving = state
+    return app
+
+
+# ----------------------------------------------------------------- OpenAPI
+def openapi_document(description: dict) -> dict:
+    """The API as OpenAPI 3.1 (hand-written: it is small, and it is the contract)."""
+    matrix = {"type": "array", "items": {"type": "array", "items": {"type": "number"}}}
+    step = {
+        "type": "object",
+        "required": ["x"],
+        "properties": {
+            "id": {"oneOf": [{"type": "string"}, {"type": "integer"}]},
+            "x": {**matrix, "description": f"k steps x {description['inputs']} features"},
+            "seq": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "increasing per stream; a retried seq is answered, not re-applied",
+            },
+            "start": {"type": "boolean", "description": "zero the state before these steps"},
+            "end": {"type": "boolean", "description": "delete the stream after these steps"},
+            "model": {
+                "type": "string",
+                "description": "prefix of the model identity the client expects",
+            },
+        },
+    }
+    result = {
+        "type": "object",
+        "properties": {
+            "id": {},
+            "y": {**matrix, "description": f"k rows x {description['outputs']} outputs"},
+            "version": {"type": "integer"},
+            "replayed": {"type": "boolean"},
+            "error": {"type": "string"},
+            "status": {"type": "integer"},
+        },
+    }
+    error = {"type": "object", "properties": {"error": {"type": "string"}}}
+
+    def answer(schema, *codes):
+        out = {"200": {"description": "ok", "content": {"application/json": {"schema": schema}}}}
+        for code in codes:
+            out[str(code)] = {
+                "description": "error",
+                "content": {"application/json": {"schema": error}},
+            }
+        return out
+
+    sid = [{"name": "sid", "in": "path", "required": True, "schema": {"type": "string"}}]
+    body = lambda schema: {"required": True, "content": {"application/json": {"schema": schema}}}  # noqa: E731
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "statefulrnn serve",
+            "version": "1",
+            "description": f"Stateful streams of model {description['identity'][:12]} ({description['kind']}).",
+        },
+        "paths": {
+            "/v1/streams/{sid}/step": {
+                "post": {
+                    "summary": "Step one stream by k steps",
+                    "parameters": sid,
+                    "requestBody": body(step),
+                    "responses": answer(result, 400, 409, 413, 503),
+                }
+            },
+            "/v1/step": {
+                "post": {
+                    "summary": "Step many streams",
+                    "requestBody": body(
+                        {
+                            "type": "object",
+                            "properties": {"steps": {"type": "array", "items": step}},
+                        }
+                    ),
+                    "responses": answer(
+                        {
+                            "type": "object",
+                            "properties": {"results": {"type": "array", "items": result}},
+                        },
+                        400,
+                        413,
+                    ),
+                }
+            },
+            "/v1/streams/{sid}/reset": {
+                "post": {
+                    "summary": "Zero a stream's state",
+                    "parameters": sid,
+                    "responses": answer(error, 404, 503),
+                }
+            },
+            "/v1/streams/{sid}": {
+                "get": {
+                    "summary": "A stream's version and last seq",
+                    "parameters": sid,
+                    "responses": answer(error, 404),
+                },
+                "delete": {
+                    "summary": "Forget a stream",
+                    "parameters": sid,
+                    "responses": answer(error, 404, 503),
+                },
+            },
+            "/healthz": {"get": {"summary": "The process is up", "responses": answer(error)}},
+            "/readyz": {
+                "get": {"summary": "The model and store are ready", "responses": answer(error, 503)}
+            },
+            "/metrics": {
+                "get": {
+                    "summary": "Prometheus metrics",
+                    "responses": {"200": {"description": "text format"}},
+                }
+            },
+        },
+        "x-websocket": {
+            "/v1/ws": 'send step objects (or {"steps": [...]}) as text messages; one reply per step'
+        },
+    }
+
+
+def docs_page(doc: dict) -> str:
+    """A plain HTML page of the API (no scripts fetched from elsewhere)."""
+    import html
+
+    rows = []
+    for path, ops in doc["paths"].items():
+        for method, op in ops.items():
+            codes = ", ".join(op["responses"])
+            rows.append(
+                f"<tr><td>{method.upper()}</td><td><code>{html.escape(path)}</code></td><td>{html.escape(op['summary'])}</td><td>{codes}</td></tr>"
+            )
+    ws = "".join(
+        f"<tr><td>WS</td><td><code>{p}</code></td><td>{html.escape(t)}</td><td></td></tr>"
+        for p, t in doc["x-websocket"].items()
+    )
+    return (
+        f"<!doctype html><title>{html.escape(doc['info']['title'])}</title>"
+        f"<h1>{html.escape(doc['info']['title'])}</h1><p>{html.escape(doc['info']['description'])}</p>"
+        "<table border=1 cellpadding=4><tr><th></th><th>path</th><th>what</th><th>status codes</th></tr>"
+        + "".join(rows)
+        + ws
+        + "</table><p>The full document: <a href='/openapi.json'>/openapi.json</a></p>"
+    )
+
+
+class JsonLogFormatter(logging.Formatter):
+    """One JSON object per log line: time, level, message, and the record's `fields`."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        out.update(getattr(record, "fields", {}) or {})
+        if record.exc_info:
+            out["exception"] = self.formatException(record.exc_info)
+        return json.dumps(out, default=str)

@@ -1,0 +1,75 @@
+"""Prometheus metrics of a served StreamService (prometheus_client, one registry per app).
+
+statefulrnn_requests_total{status}       step requests answered, by HTTP-like status
+statefulrnn_steps_total                  stream steps applied (k per request)
+statefulrnn_batch_requests               histogram: step requests per micro-batch
+statefulrnn_batch_seconds                histogram: time of one micro-batch (step + commit)
+statefulrnn_request_seconds              histogram: a step request's wait + batch time
+statefulrnn_streams_held                 gauge: stream states in memory
+statefulrnn_streams_known                gauge: streams in the store (read when scraped)
+statefulrnn_store_errors_total           state-store failures (each failed a micro-batch)
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+LATENCY = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
+SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
+
+
+class Metrics:
+    def __init__(self, service):
+        self.registry = r = CollectorRegistry()
+        self.requests = Counter(
+            "statefulrnn_requests", "Step requests answered, by status", ["status"], registry=r
+        )
+        self.applied = Counter("statefulrnn_steps", "Stream steps applied", registry=r)
+        self.batch_requests = Histogram(
+            "statefulrnn_batch_requests", "Step requests per micro-batch", buckets=SIZES, registry=r
+        )
+        self.batch_seconds = Histogram(
+            "statefulrnn_batch_seconds", "Seconds per micro-batch", buckets=LATENCY, registry=r
+        )
+        self.latency = Histogram(
+            "statefulrnn_request_seconds",
+            "Seconds from queueing to answer",
+            buckets=LATENCY,
+            registry=r,
+        )
+        self.store_errors = Counter("statefulrnn_store_errors", "State store failures", registry=r)
+        held = Gauge("statefulrnn_streams_held", "Stream states in memory", registry=r)
+        held.set_function(lambda: service.held)
+        self._known = Gauge("statefulrnn_streams_known", "Streams in the store", registry=r)
+        self._service = service
+
+    def batch(self, n_calls: int, n_requests: int, seconds: float) -> None:
+        self.batch_requests.observe(n_requests)
+        self.batch_seconds.observe(seconds)
+
+    def steps(self, results, seconds: float) -> None:
+        ok = 0
+        for res in results:
+            if res.error is None:
+                ok += 1
+                if not res.replayed:
+                    self.applied.inc(len(res.y))
+            else:
+                self.requests.labels(str(res.status)).inc()
+        if ok:
+            self.requests.labels("200").inc(ok)
+        self.latency.observe(seconds)
+
+    def refused(self, status: int) -> None:
+        self.requests.labels(str(status)).inc()
+
+    def store_error(self) -> None:
+        self.store_errors.inc()
+
+    def render(self) -> tuple[bytes, str]:
+        try:
+            self._known.set(len(self._service))
+        except Exception:  # the store is down: the error counter says so
+            self._known.set(float("nan"))
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -1,0 +1,421 @@
+"""`statefulrnn serve` (issue 15): HTTP and WebSocket steps == stateful prediction, bad input
+refused alone, state that survives kill -9 of the server, replicas sharing one Redis.
+
+Oracles: `sr.predict(model, seqs, mode="stateful")` (the same numbers as one pass over each
+stream's whole sequence), and the same server run without interruption.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import statefulrnn as sr
+
+pytest.importorskip("starlette")
+pytest.importorskip("httpx")
+from starlette.testclient import TestClient  # noqa: E402
+
+from statefulrnn.streams import StreamPool  # noqa: E402
+from statefulrnn.streams.durable import MemoryStore, SQLiteStore  # noqa: E402
+from statefulrnn.streams.http import make_app  # noqa: E402
+from statefulrnn.streams.service import StreamService  # noqa: E402
+
+F, H, OUT = 2, 6, 2
+TOL = 1e-5
+CLI = "import sys; from statefulrnn.cli import main; sys.exit(main())"
+
+
+def make_model(seed=0, cell="lstm"):
+    torch.manual_seed(seed)
+    return sr.StatefulRNN(F, H, OUT, cell=cell).eval()
+
+
+def stateful(model, xs: list[np.ndarray]) -> list[np.ndarray]:
+    seqs = sr.Sequences.from_arrays(xs, [np.zeros((len(x), OUT)) for x in xs])
+    return sr.predict(model, seqs, mode="stateful")
+
+
+def client_for(model, store=None, **kw) -> TestClient:
+    service = StreamService(StreamPool(model), store if store is not None else MemoryStore())
+    return TestClient(make_app(service, **kw))
+
+
+# ----------------------------------------------------------------- 1. equality
+@pytest.fixture(scope="module")
+def served():
+    model = make_model()
+    with client_for(model, delay=0.001) as client:
+        yield model, client
+
+
+@settings(max_examples=25, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_any_interleaving_of_http_and_websocket_steps_equals_stateful_predict(served, data):
+    model, client = served
+    run = uuid.uuid4().hex[:8]  # fresh stream ids for each example
+    rng = np.random.default_rng(data.draw(st.integers(0, 10_000)))
+    lengths = data.draw(st.lists(st.integers(1, 8), min_size=1, max_size=4))
+    xs = [rng.normal(size=(t, F)) for t in lengths]
+    ids = [f"{run}-{i}" for i in range(len(xs))]  # strings: a path's id is a string
+    got: list[list] = [[] for _ in xs]
+    pos = [0] * len(xs)
+    with client.websocket_connect("/v1/ws") as ws:
+        pending: list[tuple[int, int, int]] = []  # (stream, k, order) sent by WebSocket, unread
+        order = iter(range(10**9))  # the order in which steps were sent
+
+        def read_ws(stream=None):
+            """Read WebSocket replies (all, or until `stream` has none pending)."""
+            while pending and (stream is None or any(i == stream for i, _, _ in pending)):
+                reply = ws.receive_json()
+                n = next(j for j, p in enumerate(pending) if p[2] == reply["tag"])
+                i, k, at = pending.pop(n)
+                assert "error" not in reply, reply
+                assert reply["id"] == ids[i] and len(reply["y"]) == k
+                got[i].append((at, reply["y"]))
+
+        while any(p < len(x) for p, x in zip(pos, xs)):
+            open_ = [i for i, x in enumerate(xs) if pos[i] < len(x)]
+            how = data.draw(st.sampled_from(["http", "many", "ws", "ws-many"]))
+            chosen = data.draw(st.lists(st.sampled_from(open_), min_size=1, unique=True))
+            if how in ("http", "many"):
+                for i in chosen:
+                    read_ws(i)  # a stream's earlier WebSocket steps are answered first
+            steps = []
+            for i in chosen:
+                k = data.draw(st.integers(1, len(xs[i]) - pos[i]))
+                steps.append((i, k, xs[i][pos[i] : pos[i] + k].tolist()))
+                pos[i] += k
+            if how == "http":
+                for i, _k, x in steps:
+                    r = client.post(f"/v1/streams/{ids[i]}/step", json={"x": x})
+                    assert r.status_code == 200, r.text
+                    got[i].append((next(order), r.json()["y"]))
+            elif how == "many":
+                r = client.post(
+                    "/v1/step", json={"steps": [{"id": ids[i], "x": x} for i, _, x in steps]}
+                )
+                assert r.status_code == 200, r.text
+                for (i, _, _), res in zip(steps, r.json()["results"]):
+                    assert "error" not in res, res
+                    got[i].append((next(order), res["y"]))
+            elif how == "ws":  # one message per stream, pipelined
+                for i, k, x in steps:
+                    at = next(order)
+                    ws.send_text(json.dumps({"id": ids[i], "x": x, "tag": at}))
+                    pending.append((i, k, at))
+            else:
+                tagged = [(i, k, x, next(order)) for i, k, x in steps]
+                ws.send_text(
+                    json.dumps(
+                        {"steps": [{"id": ids[i], "x": x, "tag": at} for i, _, x, at in tagged]}
+                    )
+                )
+                pending += [(i, k, at) for i, k, _, at in tagged]
+        read_ws()
+    want = stateful(model, xs)
+    for i in range(len(xs)):
+        got[i].sort(key=lambda ay: ay[0])  # replies of pipelined messages may come in any order
+        np.testing.assert_allclose(
+            np.concatenate([y for _, y in got[i]]), want[i], atol=TOL, rtol=0
+        )
+
+
+# ----------------------------------------------------------------- 3. bad input
+def test_bad_inputs_get_clear_4xx_and_change_nothing_else(tmp_path):
+    model = make_model()
+    x = np.random.default_rng(3).normal(size=(4, F))
+    store = SQLiteStore(tmp_path / "s.db")
+    with client_for(model, store, max_body=4096) as c:
+        assert c.post("/v1/streams/a/step", json={"x": x[:1].tolist()}).status_code == 200
+
+        def refused(response, status, words):
+            assert response.status_code == status, response.text
+            assert words in response.json()["error"], response.json()
+
+        refused(c.post("/v1/streams/a/step", content=b'{"x": [[1, 2]'), 400, "malformed JSON")
+        refused(c.post("/v1/streams/a/step", content=b"[" * 1000), 400, "nested more than")
+        refused(c.post("/v1/streams/a/step", json={"x": [[1, 2, 3]]}), 400, "takes 2")
+        refused(c.post("/v1/streams/a/step", content=b'{"x": [[1, NaN]]}'), 400, "not finite")
+        refused(c.post("/v1/streams/a/step", json={"x": [[1, "a"]]}), 400, "x must be")
+        refused(c.post("/v1/streams/a/step", json={"y": [[1, 2]]}), 400, "unknown keys")
+        refused(c.post("/v1/streams/a/step", json={"x": [[0.5] * 2] * 1000}), 413, "limit")
+        refused(c.post("/v1/streams/a/step", content=b"x" * 5000), 413, "limit")
+        refused(c.get("/v1/streams/nobody"), 404, "no stream 'nobody'")
+        refused(c.post("/v1/streams/nobody/reset"), 404, "no stream")
+        refused(c.delete("/v1/streams/nobody"), 404, "no stream")
+        refused(
+            c.post("/v1/streams/a/step", json={"x": [[1, 2]], "model": "0123abcd"}),
+            409,
+            "its stream states mean nothing to other weights",
+        )
+        # one body: bad steps answered with their errors, the good ones applied
+        r = c.post(
+            "/v1/step",
+            content=json.dumps(
+                {
+                    "steps": [
+                        {"id": "a", "x": x[1:2].tolist()},
+                        {"id": "b", "x": [[1.0]]},
+                        {"id": "c", "x": [[1.0, float("nan")]]},
+                        {"id": "d"},
+                        {"id": True, "x": [[1.0, 2.0]]},
+                        {"id": "e", "x": x[:1].tolist(), "seq": -1},
+                    ]
+                }
+            ).encode(),
+        )
+        assert r.status_code == 200
+        res = r.json()["results"]
+        assert "error" not in res[0]
+        assert [s.get("status") for s in res[1:]] == [400] * 5
+        assert "x[0][1] = nan is not finite" in res[2]["error"]
+        assert 'has no "x"' in res[3]["error"]
+        assert "seq must be an integer" in res[5]["error"]
+        r = c.post("/v1/streams/a/step", json={"x": x[2:].tolist()})
+        y_after = r.json()["y"]
+        assert c.get("/v1/streams/a").json()["version"] == 3
+        assert sorted(store.ids()) == ["a"]  # nothing of the refused requests was stored
+    want = stateful(model, [x])[0]
+    np.testing.assert_allclose(y_after, want[2:], atol=TOL)
+
+
+def test_a_store_of_another_model_is_refused_at_start(tmp_path):
+    store = SQLiteStore(tmp_path / "s.db")
+    StreamService(StreamPool(make_model(0)), store).close()
+    with pytest.raises(ValueError, match="a state means nothing to other weights"):
+        StreamService(StreamPool(make_model(1)), SQLiteStore(tmp_path / "s.db"))
+
+
+def test_health_metrics_docs_and_stream_lifecycle(tmp_path):
+    model = make_model()
+    with client_for(model, SQLiteStore(tmp_path / "s.db"), idle_timeout=0.2) as c:
+        assert c.get("/healthz").json() == {"status": "ok"}
+        assert c.get("/readyz").json()["identity"] == model.identity()
+        x = [[0.1, 0.2]]
+        assert c.post("/v1/streams/s/step", json={"x": x, "seq": 4}).json()["version"] == 1
+        again = c.post("/v1/streams/s/step", json={"x": x, "seq": 4}).json()  # a retry
+        assert again["replayed"] and again["version"] == 1
+        assert c.get("/v1/streams/s").json() == {"id": "s", "version": 1, "seq": 4, "held": True}
+        time.sleep(0.6)  # idle: evicted from memory, kept in the store
+        assert c.get("/v1/streams/s").json()["held"] is False
+        assert c.post("/v1/streams/s/reset").json() == {"id": "s", "version": 2}
+        y = c.post("/v1/streams/s/step", json={"x": x, "end": True}).json()["y"]
+        np.testing.assert_allclose(y, stateful(model, [np.array(x)])[0], atol=TOL)
+        assert c.get("/v1/streams/s").status_code == 404  # ended
+        metrics = c.get("/metrics").text
+        for name in (
+            "statefulrnn_requests_total",
+            "statefulrnn_batch_requests_bucket",
+            "statefulrnn_request_seconds_bucket",
+            "statefulrnn_streams_held",
+            "statefulrnn_store_errors_total",
+        ):
+            assert name in metrics
+        assert 'statefulrnn_requests_total{status="200"}' in metrics
+        assert "/v1/streams/{sid}/step" in c.get("/openapi.json").json()["paths"]
+        assert "statefulrnn serve" in c.get("/docs").text
+
+
+# ----------------------------------------------------------------- 2. Redis: replicas
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def redis_url(tmp_path):
+    exe = shutil.which("redis-server")
+    if exe is None:
+        pytest.skip("redis-server is not installed (apt-get install redis-server); CI has it")
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            exe,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp_path),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError("redis-server did not start") from None
+                time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_two_replicas_on_one_redis_alternating_every_step_equal_one_process(redis_url):
+    from statefulrnn.streams.redis_store import RedisStore
+
+    model = make_model(cell="gru")
+    rng = np.random.default_rng(7)
+    xs = [rng.normal(size=(9, F)) for _ in range(3)]
+    replicas = [client_for(model, RedisStore(redis_url, prefix="r")) for _ in range(2)]
+    got = [[] for _ in xs]
+    with replicas[0] as a, replicas[1] as b:
+        for t in range(9):
+            for i in range(3):
+                c = (a, b)[(t + i) % 2]  # each stream switches replica at every step
+                r = c.post(f"/v1/streams/s{i}/step", json={"x": xs[i][t : t + 1].tolist()})
+                assert r.status_code == 200, r.text
+                got[i].append(r.json()["y"])
+        # a race: both replicas hold stream s0 at the same version; only one may advance it
+        sa = a.app.state.serving.service
+        sb = b.app.state.serving.service
+        from statefulrnn.streams.service import StepRequest
+
+        before = sa.info("s0")["version"]
+        ra = sa.step([StepRequest("s0", xs[0][:1])])[0]
+        sb._held["s0"].version = before  # b still believes the old version (it read it first)
+        sb.store.versions = lambda ids: {i: before for i in ids}  # and its re-read raced too
+        rb = sb.step([StepRequest("s0", xs[0][:1])])[0]
+        assert ra.status == 200 and rb.status == 409 and "another replica" in rb.error
+    want = stateful(model, xs)
+    for i in range(3):
+        np.testing.assert_allclose(np.concatenate(got[i]), want[i], atol=TOL)
+
+
+# ----------------------------------------------------------------- 2. kill -9 the server
+def start_server(model_dir, port, store_args) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    log = Path(model_dir).parent / f"serve-{port}.log"
+    with open(log, "ab") as err:  # the child keeps its own copy of the file
+        proc = subprocess.Popen(
+            [sys.executable, "-c", CLI, "serve", str(model_dir), "--port", str(port), *store_args],
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            env=env,
+        )
+    import httpx
+
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None:
+            raise RuntimeError(f"serve exited: {log.read_text()[-2000:]}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError("serve did not become ready")
+        time.sleep(0.1)
+
+
+def crash_and_continue(tmp_path, store_args, kills: int = 2) -> None:
+    """Many streams stepped concurrently (one thread per stream, seq numbers); the server is
+    SIGKILLed mid-load `kills` times and restarted; each client resends its unacknowledged
+    step. Every stream's answers equal stateful prediction."""
+    import concurrent.futures as cf
+
+    import httpx
+
+    model = make_model(cell="lstm")
+    model.save(tmp_path / "model")
+    n_streams, steps = 6, 30
+    rng = np.random.default_rng(11)
+    xs = [rng.normal(size=(steps, F)) for _ in range(n_streams)]
+    port = free_port()
+    got: list[list] = [[None] * steps for _ in xs]
+    replayed = 0
+    server = start_server(tmp_path / "model", port, store_args)
+    try:
+        for round_ in range(kills + 1):
+            stop_at = time.monotonic() + (0.4 + 0.3 * round_ if round_ < kills else 1e9)
+
+            def client(i, stop_at=stop_at):
+                nonlocal replayed
+                with httpx.Client(timeout=30) as http:
+                    for t in range(steps):
+                        if got[i][t] is not None:
+                            continue
+                        if time.monotonic() > stop_at:
+                            return
+                        try:
+                            r = http.post(
+                                f"http://127.0.0.1:{port}/v1/streams/s{i}/step",
+                                json={"x": xs[i][t : t + 1].tolist(), "seq": t},
+                            )
+                        except httpx.HTTPError:
+                            return  # the server died: this step is not acknowledged
+                        assert r.status_code == 200, r.text
+                        got[i][t] = r.json()["y"]
+                        replayed += bool(r.json().get("replayed"))
+
+            with cf.ThreadPoolExecutor(n_streams) as pool:
+                futures = [pool.submit(client, i) for i in range(n_streams)]
+                if round_ < kills:
+                    time.sleep(max(0.0, stop_at - time.monotonic() - 0.1))
+                    server.send_signal(signal.SIGKILL)  # mid-load
+                    server.wait()
+                for f in futures:
+                    f.result()
+            if round_ < kills:  # the kill came mid-load: some steps done, not all
+                done = sum(y is not None for ys in got for y in ys)
+                assert 0 < done < n_streams * steps, done
+            if round_ < kills:
+                server = start_server(tmp_path / "model", port, store_args)
+    finally:
+        server.kill()
+        server.wait()
+    want = stateful(model, xs)
+    for i in range(n_streams):
+        assert all(y is not None for y in got[i])
+        np.testing.assert_allclose(np.concatenate(got[i]), want[i], atol=TOL)
+
+
+@pytest.mark.slow
+def test_kill_9_of_the_server_loses_no_acknowledged_step_sqlite(tmp_path):
+    crash_and_continue(tmp_path, ["--state", str(tmp_path / "streams.db")])
+
+
+@pytest.mark.slow
+def test_kill_9_of_the_server_loses_no_acknowledged_step_redis(tmp_path, redis_url):
+    crash_and_continue(tmp_path, ["--redis", redis_url])
+
+
+def test_serve_refuses_bad_options(tmp_path, capsys):
+    from statefulrnn.cli import main
+
+    make_model().save(tmp_path / "model")
+    assert main(["serve", str(tmp_path / "model"), "--capacity", "5"]) == 2
+    assert "--capacity evicts streams" in capsys.readouterr().err
+    (tmp_path / "f").write_text("")
+    assert main(["serve", str(tmp_path / "model"), "--state", str(tmp_path / "f" / "s.db")]) == 2
+    assert "cannot open --state" in capsys.readouterr().err
+    assert main(["serve", str(tmp_path / "model"), "--redis", "redis://127.0.0.1:1/0"]) == 2
+    assert "cannot reach Redis" in capsys.readouterr().err
