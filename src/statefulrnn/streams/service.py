@@ -29,7 +29,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from statefulrnn.streams.durable import Record, StateStore, StoreError, Write, store_meta
+from statefulrnn.streams.lines import DEFAULT_LIMITS
 from statefulrnn.streams.pool import StreamPool
+
+MAX_ID_CHARS = DEFAULT_LIMITS.max_id_chars  # the same bound as `stream`'s lines
 
 
 @dataclass
@@ -406,8 +409,10 @@ class StreamService:
 def _check_id(sid) -> None:
     if isinstance(sid, bool) or not isinstance(sid, (str, int)):
         raise ValueError(f"a stream id must be a string or an integer; received {_short(sid)}")
-    if isinstance(sid, str) and len(sid) > 256:
-        raise ValueError(f"a stream id may have at most 256 characters; this one has {len(sid)}")
+    if isinstance(sid, str) and len(sid) > MAX_ID_CHARS:
+        raise ValueError(
+            f"a stream id may have at most {MAX_ID_CHARS} characters; this one has {len(sid)}"
+        )
 
 
 def _check_seq(seq) -> None:
