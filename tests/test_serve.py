@@ -353,18 +353,20 @@ def crash_and_continue(tmp_path, store_args, kills: int = 2) -> None:
     got: list[list] = [[None] * steps for _ in xs]
     replayed = 0
     server = start_server(tmp_path / "model", port, store_args)
+    total = n_streams * steps
+
+    def acknowledged() -> int:
+        return sum(y is not None for ys in got for y in ys)
+
     try:
         for round_ in range(kills + 1):
-            stop_at = time.monotonic() + (0.4 + 0.3 * round_ if round_ < kills else 1e9)
 
-            def client(i, stop_at=stop_at):
+            def client(i):
                 nonlocal replayed
-                with httpx.Client(timeout=30) as http:
+                with httpx.Client(timeout=60) as http:
                     for t in range(steps):
                         if got[i][t] is not None:
                             continue
-                        if time.monotonic() > stop_at:
-                            return
                         try:
                             r = http.post(
                                 f"http://127.0.0.1:{port}/v1/streams/s{i}/step",
@@ -376,18 +378,19 @@ def crash_and_continue(tmp_path, store_args, kills: int = 2) -> None:
                         got[i][t] = r.json()["y"]
                         replayed += bool(r.json().get("replayed"))
 
+            before = acknowledged()
             with cf.ThreadPoolExecutor(n_streams) as pool:
                 futures = [pool.submit(client, i) for i in range(n_streams)]
-                if round_ < kills:
-                    time.sleep(max(0.0, stop_at - time.monotonic() - 0.1))
-                    server.send_signal(signal.SIGKILL)  # mid-load
+                if round_ < kills:  # kill mid-load, after some more steps were acknowledged
+                    target = before + (total - before) // (kills - round_ + 1)
+                    while acknowledged() < target and not all(f.done() for f in futures):
+                        time.sleep(0.005)
+                    server.send_signal(signal.SIGKILL)
                     server.wait()
                 for f in futures:
                     f.result()
-            if round_ < kills:  # the kill came mid-load: some steps done, not all
-                done = sum(y is not None for ys in got for y in ys)
-                assert 0 < done < n_streams * steps, done
             if round_ < kills:
+                assert before < acknowledged() < total  # the kill came mid-load
                 server = start_server(tmp_path / "model", port, store_args)
     finally:
         server.kill()
