@@ -45,6 +45,18 @@ def make_model(seed=0, cell="lstm"):
     return sr.StatefulRNN(F, H, OUT, cell=cell).eval()
 
 
+def make_bundle(seed=0, cell="lstm"):
+    """A model with input and target scaling (user units differ from the network's)."""
+    from statefulrnn.bundle import ModelBundle
+    from statefulrnn.data.scaling import Scaling
+
+    rng = np.random.default_rng(seed)
+    xs = [rng.normal(3.0, 5.0, size=(20, F)) for _ in range(3)]
+    ys = [rng.normal(-2.0, 0.1, size=(20, OUT)) for _ in range(3)]
+    scaling = Scaling.fit(sr.Sequences.from_arrays(xs, ys))
+    return ModelBundle(make_model(seed, cell), scaling=scaling, loss="mse")
+
+
 def stateful(model, xs: list[np.ndarray]) -> list[np.ndarray]:
     seqs = sr.Sequences.from_arrays(xs, [np.zeros((len(x), OUT)) for x in xs])
     return sr.predict(model, seqs, mode="stateful")
@@ -58,9 +70,9 @@ def client_for(model, store=None, **kw) -> TestClient:
 # ----------------------------------------------------------------- 1. equality
 @pytest.fixture(scope="module")
 def served():
-    model = make_model()
-    with client_for(model, delay=0.001) as client:
-        yield model, client
+    bundle = make_bundle()  # answers in the user's units, as sr.predict(bundle) does
+    with client_for(bundle, delay=0.001) as client:
+        yield bundle, client
 
 
 @settings(max_examples=25, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -70,7 +82,7 @@ def test_any_interleaving_of_http_and_websocket_steps_equals_stateful_predict(se
     run = uuid.uuid4().hex[:8]  # fresh stream ids for each example
     rng = np.random.default_rng(data.draw(st.integers(0, 10_000)))
     lengths = data.draw(st.lists(st.integers(1, 8), min_size=1, max_size=4))
-    xs = [rng.normal(size=(t, F)) for t in lengths]
+    xs = [rng.normal(3.0, 5.0, size=(t, F)) for t in lengths]
     ids = [f"{run}-{i}" for i in range(len(xs))]  # strings: a path's id is a string
     got: list[list] = [[] for _ in xs]
     pos = [0] * len(xs)
@@ -344,7 +356,7 @@ def crash_and_continue(tmp_path, store_args, kills: int = 2) -> None:
 
     import httpx
 
-    model = make_model(cell="lstm")
+    model = make_bundle(cell="lstm")  # saved with its scaling: serve answers in user units
     model.save(tmp_path / "model")
     n_streams, steps = 6, 30
     rng = np.random.default_rng(11)

@@ -10,8 +10,9 @@ import logging
 import sys
 
 DESCRIPTION = """\
-Serve a model's streams over HTTP and WebSocket. Each stream (any id) keeps its recurrent
-state between requests; concurrent requests are micro-batched into one batched step, and each
+Serve a model's streams over HTTP and WebSocket, in your units (x scaled as in training, y
+scaled back and through the loss's link, as `statefulrnn predict` answers). Each stream (any
+id) keeps its recurrent state between requests; concurrent requests are micro-batched into one batched step, and each
 batch's new states are committed to the state store before any of its answers is sent.
 
   POST /v1/streams/ID/step  {"x": [[0.5, 1.2], [0.7, 1.0]]}  ->  {"y": [[...], [...]], ...}
@@ -79,7 +80,7 @@ def add_parser(subparsers) -> None:
 
 def build(args):
     """(service, app) for these options; raises OSError/ValueError with a clear message."""
-    from statefulrnn.model import load_model
+    from statefulrnn.bundle import load_bundle
     from statefulrnn.streams import StreamPool
     from statefulrnn.streams.durable import MemoryStore, SQLiteStore
     from statefulrnn.streams.http import make_app
@@ -95,7 +96,7 @@ def build(args):
         raise ValueError(
             "--capacity evicts streams from memory; give --state or --redis to keep them"
         )
-    model = load_model(args.model)
+    bundle = load_bundle(args.model)  # the network and the user's units (scaling, link)
     if args.state:
         store = SQLiteStore(args.state, synchronous=args.sync)
     elif args.redis:
@@ -105,7 +106,7 @@ def build(args):
     else:
         store = MemoryStore()
     try:
-        service = StreamService(StreamPool(model, capacity=args.capacity), store)
+        service = StreamService(StreamPool(bundle, capacity=args.capacity), store)
     except BaseException:
         store.close()
         raise
