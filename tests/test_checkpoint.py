@@ -154,7 +154,7 @@ def test_checkpoint_holds_data_not_pickles(tmp_path):
     train(SETTINGS["stateful"], 1, checkpoint=folder)
     names = sorted(p.name for p in folder.iterdir())
     assert names == [
-        "extra.json", "history.json", "model.json", "optimizer.json",
+        ".statefulrnn", "extra.json", "history.json", "model.json", "optimizer.json",
         "optimizer.safetensors", "trainer.json", "weights.safetensors",
     ]  # fmt: skip
     trainer = records.read_json(folder / "trainer.json")

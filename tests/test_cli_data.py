@@ -156,13 +156,13 @@ def test_config_file_holds_options_and_flags_override_it(tmp_path):
 def test_config_file_unknown_key_is_named(tmp_path, capsys):
     cfg = tmp_path / "bad.toml"
     cfg.write_text("epohcs = 3\n")
-    assert cli("train", "x.csv", "--config", cfg) == 1
+    assert cli("train", "x.csv", "--config", cfg) == 2  # a usage error
     err = capsys.readouterr().err
     assert "bad.toml: unknown option 'epohcs'" in err and "Did you mean 'epochs'" in err
 
 
 def test_missing_required_option_says_where_to_give_it(tmp_path, capsys):
-    assert cli("train", tmp_path / "d.csv", "--features", "a") == 1
+    assert cli("train", tmp_path / "d.csv", "--features", "a") == 2  # a usage error
     assert "missing --targets, --out" in capsys.readouterr().err
 
 

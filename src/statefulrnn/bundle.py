@@ -150,6 +150,9 @@ class ModelBundle:
             if burn_in is None:
                 burn_in = self.fit.get("burn_in")
         scaled = self.to_model_sequences(seqs, targets=False)
+        # prediction never reads the targets: zeros, so raw ones (say near 1e300) are not cast
+        # to the model's float32 along the way
+        scaled = Sequences(scaled.xs, [np.zeros_like(y) for y in scaled.ys], list(scaled.ws))
         packed = outputs_in_model_units(self.model, scaled, mode, window, burn_in, batch_size)
         out = self.to_user(packed)
         offsets = pack(seqs).offsets

@@ -65,41 +65,182 @@ def read_json(path: str | os.PathLike) -> Any:
         return json.load(f)
 
 
-def replace_dir(final: str | os.PathLike, write) -> None:
+# ----------------------------------------------------------------- folders we write whole
+# A model or checkpoint folder is written whole into a temporary folder and swapped in. The
+# swap replaces what was there, so it is done only to a folder that is ours: one holding the
+# marker file this module writes (and nothing else but files a save writes), an empty one, or
+# one holding only the files a save writes (folders from before the marker). Anything else is
+# refused with FolderNotOurs, naming the folder and what is in it; `force=True` overrides.
+#
+#   parent/
+#     NAME/                       the folder (MARKER inside)
+#     .NAME.XXXXXXXX.tmp/         a save in progress; MARKER (with its pid) written first,
+#                                 so one left by a killed process is removed by the next save
+#     .NAME.statefulrnn-old/      the previous NAME during the swap; never a sibling's name
+MARKER = ".statefulrnn"
+OUR_FILES = frozenset(
+    {
+        MARKER,
+        "model.json",
+        "weights.safetensors",
+        "extra.json",
+        "optimizer.safetensors",
+        "optimizer.json",
+        "trainer.json",
+        "history.json",
+        "summary.json",
+    }
+)
+
+
+class UsageError(ValueError):
+    """The arguments ask for something harmful (write over an input, replace `/`): fix them."""
+
+
+class FolderNotOurs(FileExistsError):
+    """A folder to be replaced holds files statefulrnn did not write."""
+
+
+def _aside(final: Path) -> Path:
+    return final.with_name(f".{final.name}.statefulrnn-old")
+
+
+def _marker(folder: Path) -> dict[str, Any] | None:
+    try:
+        meta = read_json(folder / MARKER)
+    except (OSError, ValueError):
+        return None
+    return meta if isinstance(meta, dict) and meta.get("written_by") == "statefulrnn" else None
+
+
+def foreign_entries(folder: str | os.PathLike) -> list[str]:
+    """The entries of `folder` a statefulrnn save did not write ([] for one of ours)."""
+    folder = Path(folder)
+    names = sorted(p.name for p in folder.iterdir())
+    marker = _marker(folder)
+    known = OUR_FILES | set(marker.get("files", [])) if marker else OUR_FILES
+    return [n for n in names if n not in known]
+
+
+def check_replaceable(final: str | os.PathLike, *, force: bool = False) -> Path:
+    """`final` as a Path if a save may replace it; FolderNotOurs (or ValueError) otherwise."""
+    final = Path(final)
+    resolved = final.resolve()
+    if final.name in ("", ".", "..") or resolved == resolved.parent:
+        raise UsageError(
+            f"refusing to write a folder at {str(final)!r}: name a new folder inside it, "
+            f"e.g. {str(final / 'model')!r}."
+        )
+    cwd = Path.cwd().resolve()
+    if resolved == cwd or resolved in cwd.parents:
+        raise UsageError(
+            f"refusing to replace {final}: it holds the current folder; name a new folder."
+        )
+    if not final.exists():
+        return final
+    if not final.is_dir():
+        raise FolderNotOurs(f"{final} is a file, not a folder; name a folder to write.")
+    if force:
+        return final
+    foreign = foreign_entries(final)
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (
+            f" and {len(foreign) - 5} more" if len(foreign) > 5 else ""
+        )
+        raise FolderNotOurs(
+            f"{final} already exists and holds files statefulrnn did not write ({shown}); "
+            "refusing to replace it. Name a new folder, or pass --force (force=True) to "
+            "replace it and everything in it."
+        )
+    return final
+
+
+def clean_orphans(final: str | os.PathLike) -> list[Path]:
+    """Remove temporary folders that killed saves of `final` left beside it (ours, by their
+    marker, and their writer's process gone). Returns what was removed."""
+    final = Path(final)
+    removed = []
+    if not final.parent.is_dir():
+        return removed
+    for tmp in final.parent.glob(f".{final.name}.*.tmp"):
+        meta = _marker(tmp) if tmp.is_dir() and not tmp.is_symlink() else None
+        if meta is None or _alive(meta.get("pid")):
+            continue
+        shutil.rmtree(tmp, ignore_errors=True)
+        removed.append(tmp)
+    return removed
+
+
+def _alive(pid: Any) -> bool:
+    if not isinstance(pid, int) or pid == os.getpid():
+        return isinstance(pid, int)  # our own: another thread's save in progress
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _write_marker(folder: Path, files: list[str] | None = None) -> None:
+    meta = {
+        "written_by": "statefulrnn",
+        "note": "statefulrnn replaces this folder whole when it saves here again",
+        "pid": os.getpid(),
+    }
+    if files is not None:
+        meta["files"] = files
+    (folder / MARKER).write_text(json.dumps(meta) + "\n")
+
+
+def replace_dir(final: str | os.PathLike, write, *, force: bool = False) -> None:
     """Fill a fresh temporary folder with `write(tmp_dir)`, then swap it in for `final`.
 
-    The old folder is moved aside before the new one is renamed in and removed after, so at
-    every moment either `final` or `final.old` holds a complete checkpoint (`resolve_dir`).
+    `final` must be ours to replace (check_replaceable; `force` overrides). The old folder is
+    moved aside before the new one is renamed in and removed after, so at every moment either
+    `final` or its aside copy holds a complete checkpoint (`resolve_dir`). Temporary folders
+    that killed saves left beside `final` are removed first.
     """
-    final = Path(final)
+    final = check_replaceable(final, force=force)
     final.parent.mkdir(parents=True, exist_ok=True)
+    clean_orphans(final)
     tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp"))
     # mkdtemp makes 0700: give the folder the usual mode (0755 under umask 022), so a service
     # running as another user can read the model it holds
     os.chmod(tmp, 0o777 & ~_umask())
-    old = final.with_name(final.name + ".old")
+    old = _aside(final)
     try:
+        _write_marker(tmp)  # first: a killed save's folder is then recognisably ours
         write(tmp)
+        _write_marker(tmp, sorted(p.name for p in tmp.iterdir()))
         if final.exists():
             if old.exists():
-                shutil.rmtree(old)
+                _remove_aside(old)
             os.replace(final, old)
         # (no `final`: a crash mid-swap left `old` as the only complete copy; keep it until
         # the new folder is in place)
         os.replace(tmp, final)
         if old.exists():
-            shutil.rmtree(old)
+            _remove_aside(old)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _remove_aside(old: Path) -> None:
+    if old.is_dir() and not old.is_symlink():
+        shutil.rmtree(old)
+    else:
+        old.unlink()
+
+
 def resolve_dir(path: str | os.PathLike) -> Path:
-    """`path`, or the complete `path.old` left by a save that crashed mid-swap."""
+    """`path`, or the complete copy a save that crashed mid-swap left beside it."""
     path = Path(path)
     if path.exists():
         return path
-    old = path.with_name(path.name + ".old")
-    if old.exists():
-        return old
+    for old in (_aside(path), path.with_name(path.name + ".old")):  # .old: earlier versions
+        if old.is_dir() and (old / "model.json").exists():
+            return old
     raise FileNotFoundError(f"no checkpoint at {path}.")

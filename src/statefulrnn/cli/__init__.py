@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+import traceback
+
+from statefulrnn.cli import errors
 
 # name -> module under statefulrnn.cli; each module has add_parser(subparsers) and run(args) -> int
 COMMANDS = {
@@ -26,6 +30,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Stateful recurrent models: train, compare stateful vs stateless, predict, stream.",
     )
     parser.add_argument("--version", action="version", version="statefulrnn 0.1.0")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="on an error, print the full traceback too (may be given anywhere)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for _name, module in COMMANDS.items():
         importlib.import_module(f"statefulrnn.cli.{module}").add_parser(sub)
@@ -33,8 +42,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. The one error boundary: whatever a command raises becomes one line on
+    stderr, `statefulrnn COMMAND: error: ...`, and exit status 2 (a usage error: fix the
+    command line) or 1 (a failure: a bad file, a failed run). `--debug`, anywhere on the
+    command line, prints the traceback too."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv[: argv.index("--")] if "--" in argv else "--debug" in argv
+    if debug:
+        argv.remove("--debug")
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as done:  # argparse: --help, --version (0) or a usage error (2)
+        return done.code if isinstance(done.code, int) else 2
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
@@ -43,6 +63,24 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`| head`): nothing left to say to it
+        _silence_stdout()
+        return 1
+    except SystemExit as done:
+        return done.code if isinstance(done.code, int) else 1
+    except Exception as err:  # noqa: BLE001 - the boundary: nothing escapes as a traceback
+        if debug:
+            traceback.print_exc()
+        print(f"statefulrnn {args.command}: error: {errors.one_line(err)}", file=sys.stderr)
+        return errors.exit_status(err)
+
+
+def _silence_stdout() -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush is quiet
+    except (OSError, ValueError):
+        pass
 
 
 if __name__ == "__main__":

@@ -31,7 +31,16 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("model", metavar="MODEL", help="a .keras, legacy .h5, or .weights.h5 file")
-    p.add_argument("out_dir", metavar="OUT_DIR", help="checkpoint folder to write (replaced)")
+    p.add_argument(
+        "out_dir",
+        metavar="OUT_DIR",
+        help="checkpoint folder to write (an earlier statefulrnn folder there is replaced)",
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="replace OUT_DIR even if it holds files statefulrnn did not write",
+    )
     p.add_argument(
         "--config",
         metavar="PATH",
@@ -52,9 +61,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from statefulrnn import records
     from statefulrnn.keras import KerasImportError, from_keras
 
     try:
+        records.check_replaceable(args.out_dir, force=args.force)  # before the work
         model = from_keras(
             args.model,
             config=args.config,
@@ -64,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     except (KerasImportError, FileNotFoundError) as e:
         print(f"import-keras: {e}", file=sys.stderr)
         return 1
-    out = model.save(args.out_dir, extra={"keras_source": model.source})
+    out = model.save(args.out_dir, extra={"keras_source": model.source}, force=args.force)
     src = model.source or {}
     print(f"read {args.model} ({src.get('format')}, Keras {src.get('keras_version') or 'unknown'})")
     if src.get("config"):

@@ -100,6 +100,7 @@ CONVERT: dict[str, Any] = {
     "data": _text,
     "model": _text,
     "out": _text,
+    "force": _flag,
     "output": _text,
     "id": _text,
     "time": _text,
@@ -133,6 +134,7 @@ CONVERT: dict[str, Any] = {
     "plot": _text,
     "no_plot": _flag,
     "json": _text,
+    "escape_formulas": _flag,
 }
 
 
@@ -186,9 +188,12 @@ def _flag_name(key: str) -> str:
 
 
 def fail(command: str, err: BaseException) -> int:
-    """Print a library error as one clear line (no traceback) and return exit status 1."""
-    print(f"statefulrnn {command}: error: {err}", file=sys.stderr)
-    return 1
+    """Print a library error as one clear line (no traceback); return its exit status
+    (2: a usage error, 1: a failure; cli/errors.py)."""
+    from statefulrnn.cli import errors
+
+    print(f"statefulrnn {command}: error: {errors.one_line(err)}", file=sys.stderr)
+    return errors.exit_status(err)
 
 
 def add_config(parser) -> None:

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from statefulrnn.cli import options as o
+from statefulrnn.data.files import spreadsheet_safe
 from statefulrnn.tabular.predict import predict_table
 
 DESCRIPTION = """\
@@ -16,7 +17,9 @@ standardized with the training statistics saved in MODEL_DIR and predictions sca
 they are in your units. The output has one row per input row, in the input's order: the id and
 time columns as read, then <target>_pred, the prediction made at that row for the target
 --horizon rows later (the horizon the model was trained with). Rows dropped for missing values
-(--drop) get empty predictions.
+(--drop) get empty predictions. It never overwrites DATA. In CSV output, a text cell that a
+spreadsheet would run as a formula (starting with = + - @, tab or CR) gets a leading '
+(--no-escape-formulas writes it as it is).
 
 stateful (default): one pass over each sequence carrying state, O(T); the model uses all the
 history before each row. windowed: for every row a fresh pass over the --window rows ending
@@ -59,6 +62,14 @@ def add_parser(subparsers) -> None:
         metavar="PREDS",
         help="write .csv, .tsv or .parquet (default: CSV on standard output)",
     )
+    p.add_argument(
+        "--no-escape-formulas",
+        dest="escape_formulas",
+        action="store_false",
+        default=None,
+        help="write text cells as they are; by default a CSV cell starting with = + - @ tab "
+        "or CR gets a leading ' so a spreadsheet shows it as text instead of running it",
+    )
     o.add_read_options(p)
     p.set_defaults(run=run)
 
@@ -73,6 +84,7 @@ def run(args) -> int:
             mode=opts["mode"],
             window=opts["window"],
             out=opts["output"],
+            escape_formulas=opts["escape_formulas"] is not False,
             fill=opts["fill"],
             drop=opts["drop"],
             sort=opts["sort"],
@@ -82,6 +94,8 @@ def run(args) -> int:
     for line in report.lines():
         print(line, file=sys.stderr)
     if opts["output"] is None:
+        if opts["escape_formulas"] is not False:
+            frame = spreadsheet_safe(frame)
         frame.to_csv(sys.stdout, index=False)
     else:
         print(f"wrote {len(frame)} rows to {opts['output']}", file=sys.stderr)

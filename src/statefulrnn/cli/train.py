@@ -163,6 +163,12 @@ def add_parser(subparsers) -> None:
         help=f"stop after P epochs without a better validation loss; 0: never (default: {d['patience']})",
     )
     v.add_argument("--out", metavar="MODEL_DIR", help="model folder to write (required)")
+    v.add_argument(
+        "--force",
+        action="store_true",
+        default=None,
+        help="replace --out even if it holds files statefulrnn did not write (default: refuse)",
+    )
     distributed.add_flag(p, "train")
     p.set_defaults(run=run)
 
@@ -173,7 +179,9 @@ def run(args) -> int:
         opts = o.resolve(args, "train", defaults())
         o.require(opts, "data", "features", "targets", "out")
         cfg = TableTrainConfig(**{f.name: opts[f.name] for f in fields(TableTrainConfig)})
-        result = train_table(cfg, echo=print if main else distributed.silent)
+        result = train_table(
+            cfg, echo=print if main else distributed.silent, force=bool(opts.get("force"))
+        )
     except (ValueError, OSError, ImportError, TrainingDiverged) as err:
         return o.fail("train", err)
     if not main:

@@ -7,6 +7,7 @@ a file that does not read as its suffix says is an error that names it.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from statefulrnn.data.columns import pandas as _pandas
@@ -93,13 +94,63 @@ def read_sequences(
     )
 
 
-def write_table(df, path: str | Path) -> Path:
-    """Write a DataFrame as CSV, TSV or Parquet by the suffix of `path`."""
+# a text cell starting with one of these is a formula to Excel, LibreOffice and Sheets
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(df):
+    """A copy of `df` whose text cells cannot run as spreadsheet formulas: a cell starting
+    with = + - @ tab or CR gets a leading apostrophe (`=cmd|...` -> `'=cmd|...`), the escape
+    spreadsheets show as the text itself. Numbers are never changed."""
+    out = df.copy()
+    for name in out.columns:
+        col = out[name]
+        if col.dtype == object or str(col.dtype) in ("string", "str"):
+            risky = col.map(lambda v: isinstance(v, str) and v.startswith(FORMULA_START))
+            if risky.any():
+                out[name] = col.where(~risky, "'" + col.astype(str))
+    return out
+
+
+def write_table(df, path: str | Path, *, escape_formulas: bool = True) -> Path:
+    """Write a DataFrame as CSV, TSV or Parquet by the suffix of `path`, atomically (a
+    temporary file renamed into place). CSV/TSV text cells that a spreadsheet would run as a
+    formula are escaped (`spreadsheet_safe`) unless `escape_formulas=False`."""
+    import io
+
+    from statefulrnn import records
+
     path = Path(path)
     kind = table_format(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
     if kind == "parquet":
-        df.to_parquet(path, index=False)
+        df.to_parquet(buf, index=False)
     else:
-        df.to_csv(path, index=False, sep="\t" if kind == "tsv" else ",")
+        if escape_formulas:
+            df = spreadsheet_safe(df)
+        compression = Path(path).suffix.lower()
+        if compression in COMPRESSION:
+            df.to_csv(path, index=False, sep="\t" if kind == "tsv" else ",")  # pandas compresses
+            return path
+        buf.write(df.to_csv(index=False, sep="\t" if kind == "tsv" else ",").encode())
+    records.atomic_write_bytes(path, buf.getvalue())
     return path
+
+
+def check_output(out: str | Path, *inputs: str | Path | None) -> None:
+    """Refuse an output path that is one of the inputs (`predict -o in.csv`) or a folder."""
+    from statefulrnn.records import UsageError
+
+    out = Path(out)
+    if out.is_dir():
+        raise UsageError(f"output {out} is a folder; name a file such as {out / 'preds.csv'}.")
+    for given in inputs:
+        if given is None:
+            continue
+        given = Path(given)
+        same = out.exists() and given.exists() and os.path.samefile(out, given)
+        if same or out.resolve() == given.resolve():
+            raise UsageError(
+                f"output {out} is the input file {given}: writing it would destroy the input. "
+                "Name another output file."
+            )

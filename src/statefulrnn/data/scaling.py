@@ -27,12 +27,31 @@ class Standardizer:
     std: np.ndarray  # [C], > 0
 
     @classmethod
-    def fit(cls, rows: np.ndarray) -> Standardizer:
-        """Fit on rows [N, C]."""
+    def fit(cls, rows: np.ndarray, names=None, what: str = "column") -> Standardizer:
+        """Fit on rows [N, C]. Columns whose squares overflow (values near 1e300) are fitted
+        on values divided by their largest magnitude; a mean or scale that is still not
+        finite is a ValueError naming the column (`names[j]`, else its index)."""
         if rows.shape[0] == 0:
             raise ValueError("cannot fit a standardizer on zero rows.")
-        mean = rows.mean(0)
-        std = rows.std(0)
+        with np.errstate(over="ignore", invalid="ignore"):
+            mean = rows.mean(0)
+            std = rows.std(0)
+            huge = ~(np.isfinite(mean) & np.isfinite(std))
+            if huge.any():  # only then: ordinary columns keep numpy's exact mean and std
+                big = np.abs(rows[:, huge]).max(0)
+                big = np.where(np.isfinite(big) & (big > 0), big, 1.0)
+                unit = rows[:, huge] / big
+                mean[huge] = unit.mean(0) * big
+                std[huge] = unit.std(0) * big
+        bad = ~(np.isfinite(mean) & np.isfinite(std))
+        if bad.any():
+            j = int(np.argmax(bad))
+            name = repr(names[j]) if names is not None else str(j)
+            raise ValueError(
+                f"cannot standardize {what} {name}: its mean or standard deviation is not "
+                f"finite (mean {mean[j]:.3g}, std {std[j]:.3g}); every value must be a finite "
+                "number. Rescale the column."
+            )
         std = np.where(std > 1e-12 * np.maximum(np.abs(mean), 1.0), std, 1.0)
         return cls(mean, std)
 
@@ -58,19 +77,21 @@ class Scaling:
     y: Standardizer | None
 
     @classmethod
-    def fit(cls, train: Sequences, *, targets: bool = True) -> Scaling:
+    def fit(
+        cls, train: Sequences, *, targets: bool = True, feature_names=None, target_names=None
+    ) -> Scaling:
         """x over every step of `train`, y over its scored steps only (`targets=False`: y is
-        not scaled, as for 0/1 or class-index targets)."""
-        x = Standardizer.fit(np.concatenate(train.xs))
+        not scaled, as for 0/1 or class-index targets). The names are for errors."""
+        x = Standardizer.fit(np.concatenate(train.xs), feature_names, "input column")
         if not targets:
             return cls(x, None)
         y_rows = np.concatenate([y[w > 0] for y, w in zip(train.ys, train.ws)])
-        return cls(x, Standardizer.fit(y_rows))
+        return cls(x, Standardizer.fit(y_rows, target_names, "target column"))
 
     @classmethod
-    def for_loss(cls, train: Sequences, loss: str) -> Scaling:
+    def for_loss(cls, train: Sequences, loss: str, **names) -> Scaling:
         """Inputs always; targets only for "mse" (never bce's 0/1 nor ce's class indices)."""
-        return cls.fit(train, targets=loss == "mse")
+        return cls.fit(train, targets=loss == "mse", **names)
 
     def apply(self, seqs: Sequences, *, targets: bool = True) -> Sequences:
         """Scaled copies; `targets=False` scales inputs only (targets left as they are)."""

@@ -128,16 +128,36 @@ class RecurrentModel(nn.Module):
             h.update(t.detach().cpu().contiguous().numpy().tobytes())
         return h.hexdigest()
 
-    def save(self, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
+    def save(
+        self, path: str | Path, extra: dict[str, Any] | None = None, *, force: bool = False
+    ) -> Path:
         """Write a checkpoint folder atomically: weights.safetensors, model.json, extra.json
-        (with `bundle_info` under "bundle" unless `extra` has its own)."""
+        (with `bundle_info` under "bundle" unless `extra` has its own).
+
+        An existing `path` is replaced only if a statefulrnn save wrote it (or it is empty);
+        a folder holding anything else is refused (records.FolderNotOurs) unless `force=True`.
+        Non-finite weights are refused: a NaN model is never saved as good.
+        """
+        self.check_finite(f"refusing to save {path}")
         if self.bundle_info and "bundle" not in (extra or {}):
             extra = {**(extra or {}), "bundle": self.bundle_info}
-        records.replace_dir(path, lambda tmp: self.write_files(tmp, extra))
+        records.replace_dir(path, lambda tmp: self.write_files(tmp, extra), force=force)
         return Path(path)
+
+    def check_finite(self, context: str) -> None:
+        """ValueError naming the first weight with NaN or inf values, prefixed by `context`."""
+        for name, t in self.state_dict().items():
+            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                bad = int((~torch.isfinite(t)).sum())
+                raise ValueError(
+                    f"{context}: weight {name!r} has {bad} non-finite value"
+                    f"{'s' if bad != 1 else ''} (NaN or inf) of {t.numel()}; training "
+                    "diverged. Lower the learning rate or clip gradients (clip=...)."
+                )
 
     def write_files(self, folder: Path, extra: dict[str, Any] | None = None) -> None:
         """Write this model's files into an existing (temporary) folder."""
+        self.check_finite(f"refusing to write {folder}")
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
         meta = {
             "format": FORMAT_VERSION,

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from statefulrnn.data.files import read_sequences, write_table
+from statefulrnn.data.files import check_output, read_sequences, write_table
 from statefulrnn.data.frames import TableSequences
 from statefulrnn.predict import error_by_step, outputs_in_model_units, score
 from statefulrnn.tabular.baseline import seasonal_lag, seasonal_naive
@@ -69,18 +69,29 @@ def user_columns(bundle: Bundle, preds: list[np.ndarray]) -> list[np.ndarray]:
 
 
 def predict_table(
-    model_dir, data, *, mode: str | None = None, window: int | None = None, out=None, **read
+    model_dir,
+    data,
+    *,
+    mode: str | None = None,
+    window: int | None = None,
+    out=None,
+    escape_formulas: bool = True,
+    **read,
 ):
     """A DataFrame with one row per row of `data`: its id and time columns, then
     `<target>_pred` = the prediction made at that row (for the target `horizon` rows later).
     `mode` defaults to the one the model was trained for (windowed for stateless).
-    Written to `out` (.csv/.tsv/.parquet) when given. Returns (frame, read report)."""
+    Written to `out` (.csv/.tsv/.parquet) when given, never over `data`; CSV text cells that
+    a spreadsheet would run as formulas are escaped unless `escape_formulas=False`.
+    Returns (frame, read report)."""
+    if out is not None:
+        check_output(out, data)  # before the work, not after it
     bundle = load_bundle(model_dir)
     seqs = _read(bundle, data, targets=False, **read)
     preds = user_columns(bundle, outputs(bundle, seqs, mode, window))
     frame = seqs.frame(preds, pred_columns(bundle))
     if out is not None:
-        write_table(frame, out)
+        write_table(frame, out, escape_formulas=escape_formulas)
     return frame, seqs.report
 
 
@@ -117,6 +128,14 @@ def _fmt(v) -> str:
     return f"{v:.4g}" if abs(v) < 1e5 else f"{v:.4e}"
 
 
+def _rms(err: np.ndarray, w: np.ndarray) -> float:
+    """Weighted root mean square, without overflow for errors near 1e300."""
+    big = float(np.abs(err).max(initial=0.0))
+    if not np.isfinite(big) or big == 0.0 or big < 1e150:
+        return float(np.sqrt(w @ err**2 / w.sum()))
+    return big * float(np.sqrt(w @ (err / big) ** 2 / w.sum()))
+
+
 def metrics(preds, seqs, ws, targets, y_std) -> dict[str, float]:
     """Weighted over scored steps: loss (MSE of standardized targets, what training
     minimizes), then rmse and mae per target in its own units, and the step count."""
@@ -128,7 +147,7 @@ def metrics(preds, seqs, ws, targets, y_std) -> dict[str, float]:
     err = p - y
     out: dict[str, Any] = {"loss": float((w @ (err / y_std) ** 2).sum() / w.sum() / len(targets))}
     for j, t in enumerate(targets):
-        out[f"rmse {t}"] = float(np.sqrt(w @ err[:, j] ** 2 / w.sum()))
+        out[f"rmse {t}"] = _rms(err[:, j], w)
         out[f"mae {t}"] = float(w @ np.abs(err[:, j]) / w.sum())
     out["scored steps"] = int(keep.sum())
     return out

@@ -9,6 +9,7 @@ training sequence cut into contiguous pieces, so all `batch_size` lanes have wor
 
 from __future__ import annotations
 
+import tempfile
 import time
 import warnings
 from collections.abc import Callable
@@ -169,8 +170,44 @@ class _echo_warnings:
         return False
 
 
-def train_table(cfg: TableTrainConfig, *, echo: Callable[[str], None] = print) -> TrainResult:
+def check_out(cfg: TableTrainConfig, *, force: bool = False) -> None:
+    """Refuse, before any training, an --out that would destroy what we did not write: a
+    folder holding other files (unless `force`), or one that holds the input data (always)."""
+    records.check_replaceable(cfg.out, force=force)
+    out = Path(cfg.out).resolve()
+    data = Path(cfg.data).resolve()
+    if data == out or out in data.parents:
+        raise records.UsageError(
+            f"--out {cfg.out} holds the input data {cfg.data}: saving the model there would "
+            "delete it. Name a new folder for the model."
+        )
+
+
+def save_model(model, out: str, extra: dict[str, Any], epochs: int, *, force: bool) -> Path:
+    """model.save, and if writing fails (a full disk, a folder gone), a second try in the
+    system's temporary folder, so hours of training are not lost with the error."""
+    try:
+        return model.save(out, extra=extra, force=force)
+    except OSError as err:
+        try:
+            rescue = Path(tempfile.mkdtemp(prefix="statefulrnn-unsaved-")) / "model"
+            model.save(rescue, extra=extra)
+            where = f"the trained model was written to {rescue} instead"
+        except OSError as err2:
+            where = f"writing it to the temporary folder failed too ({err2})"
+        raise OSError(
+            f"training finished ({epochs} epochs) but writing the model to {out} failed: "
+            f"{err}; {where}. {out} was left as it was."
+        ) from err
+
+
+def train_table(
+    cfg: TableTrainConfig, *, echo: Callable[[str], None] = print, force: bool = False
+) -> TrainResult:
+    """Read, split, scale, fit, save to cfg.out (replacing one of our folders only, unless
+    `force`), evaluate."""
     cfg.check()
+    check_out(cfg, force=force)
     t0 = time.perf_counter()
     read = {"fill": cfg.fill, "drop": cfg.drop, "sort": cfg.sort}
     notes: list[str] = []
@@ -196,7 +233,9 @@ def train_table(cfg: TableTrainConfig, *, echo: Callable[[str], None] = print) -
     else:
         train, val = seqs, None
     # training rows only: the tail never shapes the scale; 0/1 and class targets never scaled
-    scaling = Scaling.for_loss(train, cfg.loss)
+    scaling = Scaling.for_loss(
+        train, cfg.loss, feature_names=cfg.features, target_names=cfg.targets
+    )
     train_s = scaling.apply(train)
     val_s = scaling.apply(val) if val is not None else None
     parts = lanes_for(train_s, cfg)
@@ -257,7 +296,7 @@ def train_table(cfg: TableTrainConfig, *, echo: Callable[[str], None] = print) -
     )
     core.attach()
     extra = extra_for(seqs.spec, core, read, train_dict)
-    out = model.save(cfg.out, extra=extra) if main else Path(cfg.out)
+    out = save_model(model, cfg.out, extra, len(history), force=force) if main else Path(cfg.out)
     bundle = Bundle(core, seqs.spec, read, train_dict)
     evaluation = evaluate_sequences(bundle, val if val is not None else seqs, window=cfg.window)
     best = history.best(monitor) if val_s is not None else None

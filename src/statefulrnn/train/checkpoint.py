@@ -53,7 +53,11 @@ def save_checkpoint(
     history: History,
     trainer: dict[str, Any],
 ) -> None:
-    """Write model + optimizer + history + `trainer` (epoch, config) + torch RNG state."""
+    """Write model + optimizer + history + `trainer` (epoch, config) + torch RNG state.
+
+    Refuses non-finite weights (the last good checkpoint stays) and a folder that a
+    statefulrnn save did not write (records.FolderNotOurs)."""
+    model.check_finite(f"refusing to write checkpoint {path}")
     opt_tensors, opt_plain = _split_optimizer(optimizer.state_dict())
     opt_tensors["__torch_rng__"] = torch.get_rng_state()
 

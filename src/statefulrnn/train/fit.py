@@ -18,14 +18,14 @@ import math
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from statefulrnn import losses
+from statefulrnn import losses, records
 from statefulrnn.bundle import ModelBundle
 from statefulrnn.data.scaling import Scaling
 from statefulrnn.data.schedule import Chunk, Schedule, pack, stateful_schedule, stateless_schedule
@@ -360,9 +360,13 @@ def fit(
 
     `mode="stateful"`: lanes carry state from chunk to chunk (truncated BPTT over `window`
     steps, or `backprop` steps). `mode="stateless"`: windows cut every `stride` steps start
-    from zero state (or after `burn_in` steps). With `checkpoint=dir` a checkpoint is written
-    after every epoch; `resume=True` continues from it to the same result as an
-    uninterrupted run.
+    from zero state (or after `burn_in` steps). A stateful run uses at most one lane per
+    training sequence: a larger `batch_size` is lowered to len(train), as extra lanes would
+    hold only padding. With `checkpoint=dir` a checkpoint is written after every epoch
+    (`dir` must be new, empty or a statefulrnn folder); `resume=True` continues from it to
+    the same result as an uninterrupted run. Weights that are not finite after an epoch
+    raise TrainingDiverged with the model restored to the epoch's start; they are never
+    saved.
 
     Under torchrun (or with `distributed=True`) the lanes are split among the processes and
     the result equals one process's; rank 0 alone validates, prints and writes checkpoints.
@@ -405,6 +409,13 @@ def fit(
     if scaling is not None:
         train = scaling.apply(train)
         val = scaling.apply(val) if val is not None else None
+    if cfg.mode == "stateful" and cfg.batch_size > len(train):
+        # more lanes than sequences: each sequence already has a lane of its own, and the
+        # extra lanes would hold only padding (weight 0) yet cost memory per lane
+        # (batch_size=10**9 on 8 sequences ran out of memory at 21.6 GB)
+        cfg = replace(cfg, batch_size=len(train))
+    if checkpoint is not None:
+        records.check_replaceable(checkpoint)  # before training, not after the first epoch
     if device is not None:
         _move(model, device)
     for cb in callbacks:
@@ -546,6 +557,15 @@ def _train_one_epoch(
         ) from None
     finally:
         progress.close()
+    bad = _nonfinite_weight(model)  # the loss is checked before each update, not after the last
+    if bad is not None:
+        model.load_state_dict(good)
+        kept = f" The last good checkpoint in {checkpoint} is kept." if checkpoint else ""
+        raise TrainingDiverged(
+            f"epoch {epoch}: weight {bad!r} is not finite (NaN or inf) after the epoch's last "
+            f"update; lower the learning rate (lr={cfg.lr}) or clip gradients. The model is "
+            f"restored to its weights at the start of epoch {epoch}.{kept}"
+        )
     seconds = time.perf_counter() - t0
     # numbered from 1, as the console shows it (`epoch` inside fit counts from 0)
     record: dict[str, Any] = {"epoch": epoch + 1, "loss": train_loss}
@@ -554,6 +574,17 @@ def _train_one_epoch(
     record["seconds"] = seconds
     record["scored_steps"] = scored
     return world.from_main(record)
+
+
+def _nonfinite_weight(model) -> str | None:
+    """The name of the first parameter holding NaN or inf (one device sync per epoch)."""
+    params = [(n, p) for n, p in model.named_parameters() if p.is_floating_point()]
+    if not params:
+        return None
+    finite = torch.stack([torch.isfinite(p.detach()).all() for _, p in params])
+    if bool(finite.all()):
+        return None
+    return params[int((~finite).nonzero()[0])][0]
 
 
 def _check_resumable(saved: dict[str, Any], cfg: TrainConfig, path) -> None:
