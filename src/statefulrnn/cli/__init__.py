@@ -51,10 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     if debug:
         argv.remove("--debug")
     parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as done:  # argparse: --help, --version (0) or a usage error (2)
-        return done.code if isinstance(done.code, int) else 2
+    args = parser.parse_args(argv)  # a usage error: argparse's message, SystemExit(2)
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
