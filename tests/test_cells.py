@@ -9,6 +9,8 @@ files; this file checks the registry's own promises.
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -23,6 +25,21 @@ from statefulrnn.keras.reader import KerasFile, KerasImportError, KerasLayer
 from statefulrnn.model import cells
 from statefulrnn.streams import fused
 from statefulrnn.streams.kernels import ForwardKernel
+
+
+def test_the_registry_itself_imports_neither_torch_nor_numpy():
+    """Listing cells (`--cell` choices, the sweep space) must not cost a torch import: the
+    registry module, run on its own, leaves both out of sys.modules."""
+    code = (
+        "import importlib.util, sys\n"
+        f"spec = importlib.util.spec_from_file_location('cells_alone', {cells.__file__!r})\n"
+        "module = importlib.util.module_from_spec(spec)\n"
+        "sys.modules['cells_alone'] = module\n"
+        "spec.loader.exec_module(module)\n"
+        "print(','.join(module.names()), 'torch' in sys.modules, 'numpy' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == [",".join(cells.names()), "False", "False"]
 
 
 def test_every_cell_has_a_numpy_reference_step_with_its_state():
