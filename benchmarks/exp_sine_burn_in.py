@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 import statefulrnn as sr
-from statefulrnn.predict import score, stateful_outputs, windowed_outputs
+from statefulrnn.outputs import score, stateful_outputs, windowed_outputs
 from statefulrnn.tasks import get_task
 from statefulrnn.tasks.sine import wave
 

@@ -58,9 +58,11 @@ def test_frame_joins_outputs_back_one_row_per_table_row_in_table_order():
     np.testing.assert_allclose(out["twice"], 2 * df["x"])
 
 
-def test_from_frame_is_a_classmethod_of_sequences():
-    seqs = Sequences.from_frame(table(), id="id", time="t", features=["x"], targets=["y"])
-    assert isinstance(seqs, TableSequences) and len(seqs) == 3
+def test_from_frame_is_part_of_the_data_package_and_gives_sequences():
+    from statefulrnn.data import from_frame as public_from_frame
+
+    seqs = public_from_frame(table(), id="id", time="t", features=["x"], targets=["y"])
+    assert isinstance(seqs, TableSequences) and isinstance(seqs, Sequences) and len(seqs) == 3
 
 
 def test_without_id_or_time_the_table_is_one_sequence_in_file_order():

@@ -14,7 +14,7 @@ import torch
 
 import statefulrnn as sr
 from statefulrnn.model import cells
-from statefulrnn.predict import windowed_outputs
+from statefulrnn.outputs import windowed_outputs
 
 TOL64 = 1e-12
 

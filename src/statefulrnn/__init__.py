@@ -3,29 +3,47 @@
 Sequences become stateful schedules (lanes, chunks, resets, weights) or stateless windows;
 models carry state across chunks through PyTorch's fused kernels; prediction is stateful
 (one O(T) pass) or windowed; streams serve many sequences step by step.
+
+The public names below are imported on first use (`statefulrnn._lazy`): `import statefulrnn`
+and the command line's `--help` do not import torch.
 """
 
-from statefulrnn.bundle import ModelBundle, load_bundle
-from statefulrnn.data import Chunk, Schedule, Sequences, stateful_schedule, stateless_schedule
-from statefulrnn.data.files import read_sequences
-from statefulrnn.keras import from_keras
-from statefulrnn.model import RecurrentModel, State, StatefulRNN, load_model
-from statefulrnn.predict import evaluate, predict
-from statefulrnn.streams import StreamPool
-from statefulrnn.train import Callback, EarlyStopping, History, TrainConfig, TrainingDiverged, fit
+from __future__ import annotations
+
+import sys
+import types
+from typing import TYPE_CHECKING, Any
+
+from statefulrnn._lazy import attach
 
 __version__ = "0.1.0"
 
-
-def __getattr__(name: str):
-    # sr.sweep on first use: Optuna is an optional extra, and `import statefulrnn` must not need it
-    if name == "sweep":
-        from statefulrnn.experiments.sweep import sweep
-
-        return sweep
-    raise AttributeError(f"module 'statefulrnn' has no attribute {name!r}")
-
-
+# public name -> the module that defines it
+_EXPORTS = {
+    "ModelBundle": "statefulrnn.bundle",
+    "load_bundle": "statefulrnn.bundle",
+    "Callback": "statefulrnn.train.callbacks",
+    "EarlyStopping": "statefulrnn.train.callbacks",
+    "History": "statefulrnn.train.history",
+    "TrainConfig": "statefulrnn.train.fit",
+    "TrainingDiverged": "statefulrnn.train.fit",
+    "fit": "statefulrnn.train.fit",
+    "evaluate": "statefulrnn.predict",
+    "predict": "statefulrnn.predict",
+    "Chunk": "statefulrnn.data.schedule",
+    "Schedule": "statefulrnn.data.schedule",
+    "stateful_schedule": "statefulrnn.data.schedule",
+    "stateless_schedule": "statefulrnn.data.schedule",
+    "Sequences": "statefulrnn.data.sequences",
+    "read_sequences": "statefulrnn.data.files",
+    "RecurrentModel": "statefulrnn.model.base",
+    "load_model": "statefulrnn.model.base",
+    "State": "statefulrnn.model.state",
+    "StatefulRNN": "statefulrnn.model.rnn",
+    "StreamPool": "statefulrnn.streams.pool",
+    "from_keras": "statefulrnn.keras",
+    "sweep": "statefulrnn.experiments.sweep",  # needs Optuna (the `sweep` extra) when read
+}
 __all__ = [
     "Callback",
     "EarlyStopping",
@@ -34,20 +52,52 @@ __all__ = [
     "History",
     "TrainConfig",
     "TrainingDiverged",
-    "evaluate",
     "fit",
+    "evaluate",
     "predict",
     "Chunk",
-    "RecurrentModel",
     "Schedule",
-    "Sequences",
-    "State",
-    "StreamPool",
-    "StatefulRNN",
-    "from_keras",
-    "load_model",
-    "read_sequences",
     "stateful_schedule",
     "stateless_schedule",
+    "Sequences",
+    "read_sequences",
+    "RecurrentModel",
+    "load_model",
+    "State",
+    "StatefulRNN",
+    "StreamPool",
+    "from_keras",
     "sweep",
 ]
+
+__getattr__, __dir__ = attach(__name__, _EXPORTS)
+
+
+class _Package(types.ModuleType):
+    """`import statefulrnn.predict` binds the submodule as the package's attribute `predict`,
+    which would hide the function `sr.predict` (and `sr.evaluate` stays a function anyway):
+    a public name keeps naming the function, as it did when the package imported eagerly."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _EXPORTS and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
+
+if TYPE_CHECKING:  # the names as the type checker and editors see them
+    from statefulrnn.bundle import ModelBundle, load_bundle
+    from statefulrnn.data.files import read_sequences
+    from statefulrnn.data.schedule import Chunk, Schedule, stateful_schedule, stateless_schedule
+    from statefulrnn.data.sequences import Sequences
+    from statefulrnn.experiments.sweep import sweep
+    from statefulrnn.keras import from_keras
+    from statefulrnn.model.base import RecurrentModel, load_model
+    from statefulrnn.model.rnn import StatefulRNN
+    from statefulrnn.model.state import State
+    from statefulrnn.predict import evaluate, predict
+    from statefulrnn.streams.pool import StreamPool
+    from statefulrnn.train.callbacks import Callback, EarlyStopping
+    from statefulrnn.train.fit import TrainConfig, TrainingDiverged, fit
+    from statefulrnn.train.history import History

@@ -142,7 +142,7 @@ class ModelBundle:
 
         `mode` defaults to the training one (`predict_mode`), `window` to the training window,
         `burn_in` to the training burn-in (windowed only)."""
-        from statefulrnn.predict import outputs_in_model_units
+        from statefulrnn.outputs import outputs_in_model_units
 
         mode = mode or self.predict_mode
         if mode == "windowed":

@@ -23,11 +23,11 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor, nn
 
-from statefulrnn.model.base import RecurrentModel
 from statefulrnn.model.state import State
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # model.base calls this module (RecurrentModel.export_onnx), not the reverse
     from statefulrnn.bundle import ModelBundle
+    from statefulrnn.model.base import RecurrentModel
 
 OPSET = 17
 

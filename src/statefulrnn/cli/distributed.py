@@ -6,8 +6,6 @@ that only rank 0 prints and writes files, and that `--distributed` refuses to ru
 
 from __future__ import annotations
 
-from statefulrnn.train.distributed import init_from_env, is_main_process
-
 
 def add_flag(parser, command: str) -> None:
     parser.add_argument(
@@ -23,6 +21,8 @@ def add_flag(parser, command: str) -> None:
 def join(args, command: str) -> bool:
     """Join torchrun's processes when asked to (or launched by it); True in the process that
     prints and writes: rank 0, or the only one."""
+    from statefulrnn.train.distributed import init_from_env, is_main_process  # torch: on use
+
     if getattr(args, "distributed", False) and not init_from_env():
         raise ValueError(  # a usage error, reported as one line like the others
             "--distributed needs the processes torchrun starts; run "

@@ -7,7 +7,6 @@ from pathlib import Path
 
 from statefulrnn import records
 from statefulrnn.cli import options as o
-from statefulrnn.tabular.predict import evaluate_table
 
 DESCRIPTION = """\
 Score a model from `statefulrnn train` on a CSV or Parquet file that has the target columns.
@@ -72,6 +71,8 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
+    from statefulrnn.tabular.predict import evaluate_table  # torch: imported when a run starts
+
     try:
         opts = o.resolve(args, "evaluate", DEFAULTS)
         o.require(opts, "model", "data")

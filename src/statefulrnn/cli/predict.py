@@ -6,8 +6,6 @@ import argparse
 import sys
 
 from statefulrnn.cli import options as o
-from statefulrnn.data.files import spreadsheet_safe
-from statefulrnn.tabular.predict import predict_table
 
 DESCRIPTION = """\
 Predict every row of a CSV or Parquet file with a model from `statefulrnn train`.
@@ -75,6 +73,9 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
+    from statefulrnn.data.files import spreadsheet_safe  # torch: imported when a run starts
+    from statefulrnn.tabular.predict import predict_table
+
     try:
         opts = o.resolve(args, "predict", DEFAULTS)
         o.require(opts, "model", "data")

@@ -8,8 +8,7 @@ from dataclasses import fields
 from statefulrnn.cli import distributed
 from statefulrnn.cli import options as o
 from statefulrnn.model import cells
-from statefulrnn.tabular.train import TableTrainConfig, defaults, train_table
-from statefulrnn.train import TrainingDiverged
+from statefulrnn.tabular.config import TableTrainConfig, defaults
 
 DESCRIPTION = """\
 Train a stateful (or stateless) recurrent model on a CSV or Parquet file.
@@ -174,6 +173,9 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
+    from statefulrnn.tabular.train import train_table  # torch: imported when a run starts
+    from statefulrnn.train import TrainingDiverged
+
     try:
         main = distributed.join(args, "train")  # under torchrun: rank 0 prints and writes
         opts = o.resolve(args, "train", defaults())

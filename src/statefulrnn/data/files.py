@@ -72,7 +72,7 @@ def read_sequences(
     sort: bool = False,
     min_length: int = 1,
 ) -> TableSequences:
-    """Sequences from a CSV or Parquet file; the arguments are those of `Sequences.from_frame`.
+    """Sequences from a CSV or Parquet file; the arguments are those of `data.frames.from_frame`.
 
     Errors name the file and the row (for CSV also its line) or column.
     """

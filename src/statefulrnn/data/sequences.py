@@ -104,17 +104,6 @@ class Sequences:
                     raise ValueError(f"got {n} input sequences but {len(w_list)} weight sequences.")
         return cls(x_list, y_list, w_list)
 
-    @classmethod
-    def from_frame(cls, df, **kwargs) -> Sequences:
-        """Sequences from a pandas DataFrame, grouped by `id` and ordered by `time`.
-
-        Arguments and errors: `statefulrnn.data.frames.from_frame`. The result is a
-        `TableSequences`, whose steps remember their rows (for joining predictions back).
-        """
-        from statefulrnn.data.frames import from_frame  # pandas is optional: imported on use
-
-        return from_frame(df, **kwargs)
-
     # ---------------------------------------------------------------- container
     def __len__(self) -> int:
         return len(self.xs)

@@ -22,7 +22,8 @@ from statefulrnn.data.scaling import Scaling
 from statefulrnn.data.schedule import pack
 from statefulrnn.data.sequences import Sequences
 from statefulrnn.model.rnn import StatefulRNN
-from statefulrnn.predict import error_by_step, score, stateful_outputs, windowed_outputs
+from statefulrnn.outputs import score, stateful_outputs, windowed_outputs
+from statefulrnn.predict import error_by_step
 from statefulrnn.tasks import Task, TaskData
 from statefulrnn.tasks.base import Config
 from statefulrnn.train.fit import fit

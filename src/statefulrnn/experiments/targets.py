@@ -69,7 +69,7 @@ def table_target(path: str | Path, options: dict[str, Any]) -> Target:
     """A CSV/Parquet file read and split as `statefulrnn train` does, with its defaults."""
     from statefulrnn.data.files import read_sequences
     from statefulrnn.data.scaling import Scaling
-    from statefulrnn.tabular.train import defaults
+    from statefulrnn.tabular.config import defaults
 
     opts = {**defaults(), **{k: v for k, v in options.items() if v is not None}}
     for key in ("features", "targets"):

@@ -27,8 +27,10 @@ import re
 import select
 from collections import deque
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:  # numpy is imported on use: `statefulrnn stream --help` reads this module
+    import numpy as np
 
 READ_SIZE = 1 << 16
 
@@ -73,6 +75,8 @@ def parse_line(
 
     fmt: "json", "csv" or "auto" (a line starting with '{' is JSON, any other CSV).
     """
+    import numpy as np
+
     text = text.strip()
     if len(text.encode("utf-8", "surrogatepass")) > limits.max_line_bytes:
         raise LineError(f"the line is longer than {limits.max_line_bytes} bytes")

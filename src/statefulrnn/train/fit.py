@@ -31,7 +31,7 @@ from statefulrnn.data.scaling import Scaling
 from statefulrnn.data.schedule import Chunk, Schedule, pack, stateful_schedule, stateless_schedule
 from statefulrnn.data.sequences import Sequences
 from statefulrnn.model.base import RecurrentModel
-from statefulrnn.predict import score, stateful_outputs, windowed_outputs
+from statefulrnn.outputs import score, stateful_outputs, windowed_outputs
 from statefulrnn.train import tbptt
 from statefulrnn.train.callbacks import Callback, EarlyStopping
 from statefulrnn.train.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
