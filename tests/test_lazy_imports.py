@@ -88,3 +88,24 @@ def test_predict_stays_the_function_after_its_module_is_imported():
         "assert sr.evaluate.__name__ == 'evaluate'"
     )
     loaded_after(code)  # check=True: an AssertionError fails the run
+
+
+def test_each_built_in_kind_is_registered_by_the_module_named_for_it():
+    import importlib
+
+    from statefulrnn.model import base
+
+    for kind, module in base.BUILT_IN_KINDS.items():
+        importlib.import_module(module)
+        assert base._KINDS[kind].kind == kind
+
+
+def test_a_fresh_process_loads_a_checkpoint_before_importing_the_model_class(tmp_path):
+    from statefulrnn.model import StatefulRNN
+
+    StatefulRNN(2, 3, 1, cell="gru").save(tmp_path / "m")
+    code = f"import statefulrnn as sr\nprint(type(sr.load_model({str(tmp_path / 'm')!r})).__name__)"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert out.stdout.strip() == "StatefulRNN"

@@ -8,6 +8,7 @@ are folders: weights in safetensors (no pickle), architecture in JSON.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 from pathlib import Path
 from typing import Any, ClassVar
@@ -25,6 +26,9 @@ EXTRA_JSON = "extra.json"
 FORMAT_VERSION = 1
 
 _KINDS: dict[str, type[RecurrentModel]] = {}
+# the package's own kinds and the module that registers each: a checkpoint of one loads even
+# when nothing has imported that module yet (the package imports its names on first use)
+BUILT_IN_KINDS = {"StatefulRNN": "statefulrnn.model.rnn", "KerasRNN": "statefulrnn.keras.model"}
 
 
 def register(cls: type[RecurrentModel]) -> type[RecurrentModel]:
@@ -182,6 +186,8 @@ class RecurrentModel(nn.Module):
             )
         meta = records.read_json(meta_path)
         kind = meta.get("kind")
+        if kind not in _KINDS and kind in BUILT_IN_KINDS:
+            importlib.import_module(BUILT_IN_KINDS[kind])  # registers it
         if kind not in _KINDS:
             raise ValueError(f"{meta_path}: unknown model kind {kind!r}; known: {sorted(_KINDS)}.")
         model_cls = _KINDS[kind]
