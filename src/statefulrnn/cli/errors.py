@@ -11,8 +11,12 @@ from __future__ import annotations
 
 import errno
 
-from statefulrnn.cli.options import OptionError
 from statefulrnn.records import FolderNotOurs, UsageError
+
+
+class OptionError(ValueError):
+    """A bad option value or config file; the message names the option (and file)."""
+
 
 USAGE = (OptionError, FolderNotOurs, UsageError)
 # the library raises these on purpose, with a message that stands alone

@@ -20,11 +20,10 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
+from statefulrnn.cli import errors
+from statefulrnn.cli.errors import OptionError  # defined beside the exit statuses it maps to
+
 COMMANDS = ("train", "predict", "evaluate")
-
-
-class OptionError(ValueError):
-    """A bad option value or config file; the message names the option (and file)."""
 
 
 def names(value) -> tuple[str, ...]:
@@ -190,8 +189,6 @@ def _flag_name(key: str) -> str:
 def fail(command: str, err: BaseException) -> int:
     """Print a library error as one clear line (no traceback); return its exit status
     (2: a usage error, 1: a failure; cli/errors.py)."""
-    from statefulrnn.cli import errors
-
     print(f"statefulrnn {command}: error: {errors.one_line(err)}", file=sys.stderr)
     return errors.exit_status(err)
 
