@@ -28,9 +28,12 @@ from statefulrnn.tasks import Task, TaskData
 from statefulrnn.tasks.base import Config
 from statefulrnn.train.fit import fit
 
-SCHEMA = "statefulrnn.compare/1"
+SCHEMA = "statefulrnn.compare/2"
 EXAMPLES = 3  # test series whose predictions are kept for plots
-EXAMPLE_STEPS = 400  # steps kept per example
+EXAMPLE_STEPS = 1000  # at most this many steps kept per example (the task picks an excerpt)
+# --quick predicts windowed on as many test series as fit this many cell steps
+# (series length × (window + burn-in) each): windowed prediction costs O(T·window) per series
+QUICK_WINDOWED_CELL_STEPS = 3_000_000
 
 
 def _metrics(data: TaskData) -> list[str]:
@@ -47,23 +50,47 @@ def _evaluate(model, packed_out: np.ndarray, data: TaskData, test: Sequences) ->
     return out
 
 
+def _example_indices(test: Sequences, loss: str, count: int) -> list[int]:
+    """Which test series the report shows: for a classification task, both classes (a first
+    bit of 1 and one of 0) in turn; otherwise the first few."""
+    if loss != "bce":
+        return list(range(min(count, len(test))))
+    first = [float(y[0, 0]) >= 0.5 for y in test.ys]
+    ones = [i for i, f in enumerate(first) if f]
+    zeros = [i for i, f in enumerate(first) if not f]
+    out = []
+    while len(out) < min(count, len(test)) and (ones or zeros):
+        for group in (ones, zeros):
+            if group and len(out) < count:
+                out.append(group.pop(0))
+    return out
+
+
 def _examples(
-    packed_st: np.ndarray, packed_win: np.ndarray, test: Sequences, loss: str
+    packed_st: np.ndarray,
+    packed_win: np.ndarray,
+    test: Sequences,
+    loss: str,
+    excerpt: tuple[int, int],
 ) -> list[dict]:
     offsets = pack(test).offsets
+    conv = (
+        (lambda a: losses.to_probabilities(torch.from_numpy(a), loss).numpy())
+        if loss != "mse"
+        else (lambda a: a)
+    )
     out = []
-    for i in range(min(EXAMPLES, len(test))):
-        s, e = offsets[i], min(offsets[i + 1], offsets[i] + EXAMPLE_STEPS)
-        conv = (
-            (lambda a: losses.to_probabilities(torch.from_numpy(a), loss).numpy())
-            if loss != "mse"
-            else (lambda a: a)
-        )
+    for i in _example_indices(test, loss, EXAMPLES):
+        n = int(offsets[i + 1] - offsets[i])
+        a, b = min(excerpt[0], n), min(excerpt[1], n, excerpt[0] + EXAMPLE_STEPS)
+        s, e = offsets[i] + a, offsets[i] + b
         out.append(
             {
-                "x": test.xs[i][: e - s, 0].tolist(),
-                "y": test.ys[i][: e - s, 0].tolist(),
-                "w": test.ws[i][: e - s].tolist(),
+                "series": i,
+                "start": a,
+                "x": test.xs[i][a:b, 0].tolist(),
+                "y": test.ys[i][a:b, 0].tolist(),
+                "w": test.ws[i][a:b].tolist(),
                 "stateful": conv(packed_st[s:e])[:, 0].tolist(),
                 "windowed": conv(packed_win[s:e])[:, 0].tolist(),
             }
@@ -75,6 +102,17 @@ def _windowed_test(data: TaskData, limit: int | None) -> Sequences:
     if limit is None or limit >= len(data.test):
         return data.test
     return data.test[list(range(limit))]
+
+
+def _windowed_series(cfg: Config, data: TaskData, limit: int | None, quick: bool) -> int | None:
+    """Test series to predict windowed: the task's limit, and under --quick at most as many as
+    QUICK_WINDOWED_CELL_STEPS allow at this configuration's window (at least one)."""
+    if not quick:
+        return limit
+    steps = float(np.mean(data.test.lengths))
+    per_series = steps * min(cfg.predict_window + (cfg.predict_burn_in or 0), steps)
+    budget = max(1, int(QUICK_WINDOWED_CELL_STEPS // max(per_series, 1.0)))
+    return budget if limit is None else min(limit, budget)
 
 
 def _history_to_target_units(history, variance: float) -> None:
@@ -151,7 +189,7 @@ def run_config(
             "stateful": error_by_step(st_on_win, win_test, data.loss).tolist(),
             "windowed": error_by_step(win, win_test, data.loss).tolist(),
         },
-        "examples": _examples(st_on_win, win, win_test, data.loss),
+        "examples": _examples(st_on_win, win, win_test, data.loss, data.excerpt),
     }
 
 
@@ -177,7 +215,10 @@ def run_task(
                 f"it has {', '.join(c.name for c in configs)}."
             )
         configs = [c for c in configs if c.name in only]
-    windowed_limit = params.get("n_test_windowed")
+    # --quick leaves out what no quick budget can show; naming it in --only runs it anyway
+    not_run = [c for c in configs if quick and c.full_only and not only]
+    configs = [c for c in configs if c not in not_run]
+    limit = params.get("n_test_windowed")
     results: dict[str, Any] = {
         "schema": SCHEMA,
         "task": task.name,
@@ -206,20 +247,40 @@ def run_task(
             "test_steps": int(data.test.lengths.sum()),
         },
         "configs": {},
+        "not_run": {
+            c.name: {"label": c.label, "full_minutes": c.full_minutes, "reason": "full_only"}
+            for c in not_run
+        },
     }
+    for c in not_run:
+        log(f"[{task.name}] not run by --quick (needs the full run): {c.label}")
     for i, cfg in enumerate(configs):
         log(f"[{task.name}] {i + 1}/{len(configs)} {cfg.label}")
         results["configs"][cfg.name] = run_config(
-            cfg, data, verbose=verbose, windowed_limit=windowed_limit, device=device
+            cfg,
+            data,
+            verbose=verbose,
+            windowed_limit=_windowed_series(cfg, data, limit, quick),
+            device=device,
         )
-        r = results["configs"][cfg.name]
-        key = data.metric
-        log(
-            f"[{task.name}]   test {key}: stateful {r['test']['stateful'][key]:.4g}, "
-            f"windowed {r['test']['windowed'][key]:.4g}; trained in {r['train_seconds']:.1f} s"
-        )
-    results["claims"] = [vars(c) for c in task.claims(params, results)]
+        log(f"[{task.name}]   {config_line(results['configs'][cfg.name], data.metric)}")
+    results["claims"] = [
+        {**vars(c), "kind": VERDICT_KIND.get(c.verdict, "untested")}
+        for c in task.claims(params, results)
+    ]
+    results["answer"] = task.answer(params, results) if task.answer else ""
     return results
+
+
+def config_line(r: dict[str, Any], metric: str) -> str:
+    """One configuration's test numbers and where its seconds went, for the console."""
+    n, p = r["test_series"], r["predict_seconds"]
+    return (
+        f"test {metric}: stateful {r['test']['stateful'][metric]:.4g} ({n['stateful']} series), "
+        f"windowed {r['test']['windowed'][metric]:.4g} ({n['windowed']} series); "
+        f"train {r['train_seconds']:.1f} s, predict {p['stateful']:.1f} s stateful "
+        f"+ {p['windowed']:.1f} s windowed"
+    )
 
 
 def write_results(results: dict[str, Any], out_dir: Path) -> Path:
@@ -251,7 +312,9 @@ RESULTS_KEYS = {
     "notes": list,
     "data": dict,
     "configs": dict,
+    "not_run": dict,
     "claims": list,
+    "answer": str,
 }
 CONFIG_KEYS = {
     "label": str,
@@ -266,16 +329,21 @@ CONFIG_KEYS = {
     "error_by_step": dict,
     "examples": list,
 }
-CLAIM_KEYS = {"claim": str, "seed_value": str, "ours": str, "verdict": str}
-VERDICTS = (
-    "reproduced",
-    "not reproduced",
-    "better than seed",
-    "worse than seed",
-    "left the plateau",
-    "stayed on the plateau",
-    "n/a",
-)
+CLAIM_KEYS = {"claim": str, "seed_value": str, "ours": str, "verdict": str, "kind": str}
+# every verdict a claim may have, and how a report colours it: the claim holds (green), holds
+# in part (amber), fails (red), or this run cannot tell (grey: "needs the full run" when
+# --quick left the recipe out)
+VERDICT_KIND = {
+    "reproduced": "holds",
+    "better than seed": "holds",
+    "left the plateau": "partly",  # left the zero predictor, short of the seed's number
+    "not reproduced": "fails",
+    "worse than seed": "fails",
+    "stayed on the plateau": "fails",
+    "needs the full run": "untested",
+    "n/a": "untested",
+}
+VERDICTS = tuple(VERDICT_KIND)
 
 
 def check_results(results: dict[str, Any]) -> None:
@@ -307,3 +375,7 @@ def check_results(results: dict[str, Any]) -> None:
         need(claim, CLAIM_KEYS, f"claims[{i}]")
         if claim["verdict"] not in VERDICTS:
             raise ValueError(f"claims[{i}].verdict: {claim['verdict']!r} is not one of {VERDICTS}")
+        if claim["kind"] != VERDICT_KIND[claim["verdict"]]:
+            raise ValueError(
+                f"claims[{i}].kind: {claim['kind']!r} does not match verdict {claim['verdict']!r}"
+            )

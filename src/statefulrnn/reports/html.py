@@ -1,63 +1,65 @@
-"""report.html: one self-contained page per compare run (images embedded as data URIs).
+"""report.html: one self-contained page per compare run (images embedded as data URIs), and
+index.html for `compare --all`, each opening with its answer.
 
-Built from results.json and the PNGs beside it; knows the results schema, not torch.
+Built from results.json and the PNGs beside it with the Jinja2 templates in templates/
+(autoescaped); knows the results schema, not torch.
 """
 
 from __future__ import annotations
 
 import base64
-import html
 from pathlib import Path
 from typing import Any
+
+import jinja2
 
 from statefulrnn import records
 from statefulrnn.reports.plots import write_plots
 
-CSS = """
-body { font-family: system-ui, sans-serif; max-width: 1000px; margin: 2em auto; color: #222; line-height: 1.45; }
-table { border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }
-th, td { border: 1px solid #ccc; padding: 4px 8px; text-align: left; vertical-align: top; }
-th { background: #f3f3f3; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; }
-.reproduced, .better { color: #0a6b0a; font-weight: 600; }
-.not, .worse, .stayed { color: #a40000; font-weight: 600; }
-img { max-width: 100%; border: 1px solid #eee; }
-code, pre { background: #f6f6f6; padding: 2px 4px; }
-"""
-
-
-def _e(s: Any) -> str:
-    return html.escape(str(s))
+KINDS = (
+    ("holds", "hold"),
+    ("partly", "hold in part"),
+    ("fails", "fail"),
+    ("untested", "need the full run"),
+)
 
 
 def _num(v: Any) -> str:
+    if isinstance(v, bool):
+        return str(v)
     if isinstance(v, float):
         return f"{v:.4g}"
-    return "-" if v is None else _e(v)
+    return "-" if v is None else str(v)
 
 
-def _verdict_class(v: str) -> str:
-    return v.split()[0].replace("better", "better").replace("worse", "worse")
+def data_uri(path: Path) -> str:
+    """A PNG as a data: URI, so the page is one self-contained file."""
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
 
 
-def _img(path: Path, alt: str) -> str:
-    data = base64.b64encode(path.read_bytes()).decode()
-    return f'<img alt="{_e(alt)}" src="data:image/png;base64,{data}">'
-
-
-def claims_table(results: dict[str, Any]) -> str:
-    rows = "".join(
-        f"<tr><td>{_e(c['claim'])}</td><td>{_e(c['seed_value'])}</td><td>{_e(c['ours'])}</td>"
-        f"<td class='{_verdict_class(c['verdict'])}'>{_e(c['verdict'])}</td></tr>"
-        for c in results["claims"]
+def environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(Path(__file__).with_name("templates")),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,  # a misspelt key fails the render, not the reader
+        trim_blocks=True,
+        lstrip_blocks=True,
     )
-    return (
-        "<table><tr><th>seed claim</th><th>seed's number</th><th>our measurement</th><th>verdict</th></tr>"
-        f"{rows}</table>"
-    )
+    env.filters["num"] = _num
+    return env
 
 
-def configs_table(results: dict[str, Any]) -> str:
+def _tally(claims: list[dict[str, Any]]) -> list[tuple[str, int, str]]:
+    """(kind, count, words) per verdict kind present, e.g. ("holds", 4, "hold")."""
+    out = []
+    for kind, word in KINDS:
+        n = sum(c["kind"] == kind for c in claims)
+        if n:
+            out.append((kind, n, word))
+    return out
+
+
+def _metric_columns(results: dict[str, Any]) -> list[str]:
     metric = results["metric"]
     extra = sorted(
         {
@@ -67,114 +69,133 @@ def configs_table(results: dict[str, Any]) -> str:
             if k.startswith(f"{metric} [")
         }
     )
-    head = (
-        f"<tr><th>configuration</th><th>origin</th><th>epochs</th><th>train s</th>"
-        f"<th>stateful {metric}</th><th>windowed {metric}</th>"
-        + "".join(f"<th>stateful {_e(k)}</th><th>windowed {_e(k)}</th>" for k in extra)
-        + "<th>predict s (stateful / windowed)</th></tr>"
-    )
-    rows = []
-    for r in results["configs"].values():
+    return [metric, *extra]
+
+
+def _metric_name(results: dict[str, Any], key: str) -> str:
+    """'loss [steps t >= 10]' as a reader says it: 'MSE (steps t >= 10)'."""
+    if key.startswith("loss"):
+        key = results["loss"].upper() + key[4:]
+    return key.replace("[", "(").replace("]", ")")
+
+
+def _settings_rows(configs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per setting (model, then fit, then prediction), one value per configuration."""
+    rows: list[dict[str, Any]] = []
+
+    def add(name: str, get) -> None:
+        rows.append({"name": name, "values": [_num(get(r["settings"])) for r in configs]})
+
+    for group in ("model", "fit"):
+        keys: list[str] = []
+        for r in configs:
+            keys += [k for k in r["settings"][group] if k not in keys]
+        for k in keys:
+            add(k, lambda s, g=group, k=k: s[g].get(k))
+    add("windowed prediction: window", lambda s: s["predict_window"])
+    add("windowed prediction: burn-in", lambda s: s["predict_burn_in"])
+    add("parameters", lambda s: s["parameters"])
+    add("seed", lambda s: s["seed"])
+    return rows
+
+
+def context(
+    results: dict[str, Any], images: dict[str, Path], rerun: str, index_link: str = ""
+) -> dict[str, Any]:
+    """What compare.html shows, from results.json: plain values, no markup."""
+    columns = _metric_columns(results)
+    configs = []
+    for name, r in results["configs"].items():
         t = r["test"]
-        cells = [
-            f"<td>{_e(r['label'])}</td><td>{_e(r['origin'])}</td><td class='num'>{r['epochs_run']}</td>",
-            f"<td class='num'>{r['train_seconds']:.1f}</td>",
-            f"<td class='num'>{_num(t['stateful'][metric])}</td><td class='num'>{_num(t['windowed'][metric])}</td>",
-        ]
-        cells += [
-            f"<td class='num'>{_num(t['stateful'].get(k))}</td><td class='num'>{_num(t['windowed'].get(k))}</td>"
-            for k in extra
-        ]
-        p = r["predict_seconds"]
-        cells.append(f"<td class='num'>{p['stateful']:.2f} / {p['windowed']:.2f}</td>")
-        rows.append("<tr>" + "".join(cells) + "</tr>")
-    base = "".join(f"<li>{_e(k)}: {_num(v)}</li>" for k, v in results.get("baseline", {}).items())
-    return f"<table>{head}{''.join(rows)}</table><p>Baselines on the same test series:</p><ul>{base}</ul>"
+        metrics = [t[mode].get(k) for k in columns for mode in ("stateful", "windowed")]
+        configs.append({**r, "name": name, "metrics": metrics})
+    tally = _tally(results["claims"])
+    return {
+        **{k: results[k] for k in ("task", "summary", "seed_file", "created", "seed", "quick")},
+        "answer": results["answer"],
+        "claims": results["claims"],
+        "tally": ", ".join(f"{n} claim(s) {word}" for _, n, word in tally) or "no claims",
+        "metric_columns": [_metric_name(results, k) for k in columns],
+        "configs": configs,
+        "not_run": list(results["not_run"].values()),
+        "baseline": list(results.get("baseline", {}).items()),
+        "data": results["data"],
+        "images": {k: data_uri(p) for k, p in images.items()},
+        "settings": _settings_rows(configs),
+        "params": [(k, _num(v)) for k, v in results["params"].items()],
+        "notes": results.get("notes", []),
+        "rerun": rerun,
+        "env": results["environment"],
+        "index_link": index_link,
+    }
 
 
-def settings_table(results: dict[str, Any]) -> str:
-    rows = "".join(
-        f"<tr><td>{_e(r['label'])}</td><td><code>{_e(r['settings']['model'])}</code></td>"
-        f"<td><code>{_e(r['settings']['fit'])}</code></td><td>{r['settings']['predict_window']}"
-        f"{' + burn-in ' + str(r['settings']['predict_burn_in']) if r['settings']['predict_burn_in'] else ''}</td></tr>"
-        for r in results["configs"].values()
-    )
+def render(
+    results: dict[str, Any], images: dict[str, Path], rerun: str, index_link: str = ""
+) -> str:
     return (
-        "<table><tr><th>configuration</th><th>model</th><th>fit</th><th>windowed prediction window</th></tr>"
-        f"{rows}</table>"
+        environment()
+        .get_template("compare.html")
+        .render(context(results, images, rerun, index_link))
     )
 
 
-def render(results: dict[str, Any], images: dict[str, Path], rerun: str) -> str:
-    notes = "".join(f"<li>{_e(n)}</li>" for n in results.get("notes", []))
-    env = results["environment"]
-    d = results["data"]
-    quick = (
-        " (<b>--quick</b>: shrunken sizes and epochs; numbers are not the seed's settings)"
-        if results["quick"]
-        else ""
-    )
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>statefulrnn compare: {_e(results["task"])}</title>
-<style>{CSS}</style></head><body>
-<h1>{_e(results["task"])}: does carrying state help?</h1>
-<p>{_e(results["summary"])}. Seed document {_e(results["seed_file"])}. Run {_e(results["created"])}{quick}.</p>
-<h2>Seed claims, checked</h2>
-{claims_table(results)}
-<h2>Every configuration, both prediction modes</h2>
-<p><b>Stateful</b> prediction runs each test series once, carrying state (O(T)). <b>Windowed</b> prediction
-reruns the model from a zero state over the window ending at each step, as a Keras stateless model does
-(O(T·window)). Data: {d["train"]} train / {d["val"]} validation / {d["test"]} test series
-({d["train_steps"]} train steps, {d["test_steps"]} test steps).</p>
-{configs_table(results)}
-{_img(images["summary"], "test metric per configuration")}
-<h2>Windowed vs stateful error, and the cost</h2>
-<p>One point per configuration: on the dotted diagonal, a model predicts as well statefully (O(T)) as
-windowed (O(T·window)). Beside it, the seconds each took to train.</p>
-{_img(images["windowed_vs_stateful"], "windowed vs stateful test metric per configuration, with train seconds")}
-<h2>Training curves</h2>
-{_img(images["training_curves"], "validation loss per epoch")}
-<h2>Error by time step</h2>
-<p>Where a model trained on windows fails: beyond its window, unless it carries state.</p>
-{_img(images["error_by_step"], "error by time step")}
-<h2>Example predictions</h2>
-{_img(images["examples"], "example predictions against targets")}
-<h2>Settings</h2>
-{settings_table(results)}
-<h2>Notes</h2><ul>{notes}</ul>
-<h2>Rerun</h2>
-<pre>{_e(rerun)}</pre>
-<p>statefulrnn {_e(env["statefulrnn"])}, torch {_e(env["torch"])}, Python {_e(env["python"])},
-{_e(env["threads"])} threads, {_e(env["machine"])}.</p>
-</body></html>
-"""
-
-
-def write_report(out_dir: Path, rerun: str) -> Path:
+def write_report(out_dir: Path, rerun: str, index_link: str = "") -> Path:
     """Read out_dir/results.json, write the PNGs and out_dir/report.html."""
     results = records.read_json(out_dir / "results.json")
     images = write_plots(results, out_dir)
     path = out_dir / "report.html"
-    records.atomic_write_bytes(path, render(results, images, rerun).encode())
+    records.atomic_write_bytes(path, render(results, images, rerun, index_link).encode())
+    return path
+
+
+def write_index(root: Path, reports: list[Path], seconds: float) -> Path:
+    """root/index.html: each task's answer and verdict counts, linked to its report.html."""
+    tasks, quick, created = [], False, ""
+    for report in reports:
+        results = records.read_json(report.parent / "results.json")
+        quick, created = quick or results["quick"], created or results["created"]
+        tasks.append(
+            {
+                "task": results["task"],
+                "seed_file": results["seed_file"],
+                "answer": results["answer"],
+                "href": report.relative_to(root).as_posix(),
+                "counts": _tally(results["claims"]),
+            }
+        )
+    page = (
+        environment()
+        .get_template("index.html")
+        .render(tasks=tasks, quick=quick, created=created, seconds=seconds)
+    )
+    path = root / "index.html"
+    records.atomic_write_bytes(path, page.encode())
     return path
 
 
 def summary_lines(results: dict[str, Any]) -> list[str]:
-    """The console summary: one line per claim, then per configuration."""
+    """The console summary: the answer, one line per claim, then per configuration."""
     metric = results["metric"]
     lines = [f"== {results['task']} (seed {results['seed_file']}) =="]
+    if results.get("answer"):
+        lines.append(f"  {results['answer']}")
     for c in results["claims"]:
         lines.append(f"  [{c['verdict']}] {c['claim']}: ours {c['ours']} | seed {c['seed_value']}")
-    width = max(len(r["label"]) for r in results["configs"].values())
+    width = max([len(r["label"]) for r in results["configs"].values()] + [13])
     lines.append(
         f"  {'configuration'.ljust(width)}  {'stateful':>10}  {'windowed':>10}  {'train s':>8}"
+        f"  {'predict s':>9}"
     )
     for r in results["configs"].values():
-        t = r["test"]
+        t, p = r["test"], r["predict_seconds"]
         lines.append(
             f"  {r['label'].ljust(width)}  {_num(t['stateful'][metric]):>10}  "
             f"{_num(t['windowed'][metric]):>10}  {r['train_seconds']:>8.1f}"
+            f"  {p['stateful'] + p['windowed']:>9.1f}"
         )
+    for r in results.get("not_run", {}).values():
+        lines.append(f"  {r['label'].ljust(width)}  (needs the full run; not run by --quick)")
     base = ", ".join(f"{k} {_num(v)}" for k, v in results.get("baseline", {}).items())
     lines.append(f"  baseline: {base}")
     return lines

@@ -25,8 +25,16 @@ def _finite(values) -> list[float]:
     return [v if isinstance(v, (int, float)) and math.isfinite(v) else float("nan") for v in values]
 
 
+def _baselines(ax, results: dict[str, Any], axis: str = "y") -> None:
+    """Dotted grey lines at each baseline, named in the legend (a label on the axes can clip)."""
+    styles = [":", "-.", (0, (1, 3))]
+    for k, (name, value) in enumerate(results.get("baseline", {}).items()):
+        line = ax.axhline if axis == "y" else ax.axvline
+        line(value, color="grey", ls=styles[k % len(styles)], lw=1.2, label=f"{name}: {value:.3g}")
+
+
 def training_curves(results: dict[str, Any]) -> Figure:
-    fig = Figure(figsize=(8, 4.2), layout="constrained")
+    fig = Figure(figsize=(12, 4.8), layout="constrained")
     ax = fig.subplots()
     for i, r in enumerate(results["configs"].values()):
         hist = r["history"]
@@ -36,7 +44,8 @@ def training_curves(results: dict[str, Any]) -> Figure:
                 epochs,
                 _finite(h.get("val_loss") for h in hist),
                 color=_color(i),
-                label=f"{r['label']}: stateful val",
+                marker="." if len(hist) < 15 else None,
+                label=f"{i + 1}. {r['label']}: stateful val",
             )
         if hist and "val_loss_windowed" in hist[0]:
             ax.plot(
@@ -44,89 +53,128 @@ def training_curves(results: dict[str, Any]) -> Figure:
                 _finite(h.get("val_loss_windowed") for h in hist),
                 color=_color(i),
                 ls="--",
-                label=f"{r['label']}: windowed val",
+                label=f"{i + 1}. {r['label']}: windowed val",
             )
-    for name, value in results.get("baseline", {}).items():
-        if results["loss"] == "mse":
-            ax.axhline(value, color="grey", ls=":", lw=1)
-            ax.annotate(
-                name, (0, value), xycoords=("axes fraction", "data"), fontsize=7, color="grey"
-            )
+    if results["loss"] == "mse":
+        _baselines(ax, results)
+        ax.set_yscale("log")
     ax.set_xlabel("epoch")
     ax.set_ylabel(f"validation loss ({results['loss']})")
-    if results["loss"] == "mse":
-        ax.set_yscale("log")
     ax.set_title(f"{results['task']}: validation loss per epoch")
-    ax.legend(fontsize=7)
+    fig.legend(*ax.get_legend_handles_labels(), fontsize=8, loc="outside right upper")
     return fig
 
 
-def _smooth(values: list[float], k: int) -> list[float]:
-    """Mean over the k steps ending at each t (NaNs ignored), so long curves stay readable."""
-    if k <= 1:
-        return values
-    out = []
-    for t in range(len(values)):
-        window = [v for v in values[max(0, t - k + 1) : t + 1] if v == v]
-        out.append(sum(window) / len(window) if window else float("nan"))
-    return out
+def bin_steps(values: list[float], bins: int) -> tuple[list[float], list[float]]:
+    """(centres, means): `values` averaged over about `bins` equal runs of steps (NaNs, the
+    unscored steps, ignored), so a long per-step curve reads as a level, not as noise."""
+    n = len(values)
+    width = max(1, math.ceil(n / bins))
+    centres, means = [], []
+    for a in range(0, n, width):
+        chunk = [v for v in values[a : a + width] if v == v]
+        centres.append(a + (min(a + width, n) - a - 1) / 2)
+        means.append(sum(chunk) / len(chunk) if chunk else float("nan"))
+    return centres, means
+
+
+ERROR_BINS = 50  # at most this many points per error-by-step curve
 
 
 def error_by_step(results: dict[str, Any]) -> Figure:
-    fig = Figure(figsize=(8, 5.2), layout="constrained")
-    ax = fig.subplots()
-    smooth = 1
-    for i, r in enumerate(results["configs"].values()):
-        for mode, ls in (("stateful", "-"), ("windowed", "--")):
+    """Two panels (stateful, windowed prediction), one line per configuration: the mean loss at
+    each step of a test series, averaged over bins of steps when the series are long."""
+    fig = Figure(figsize=(12, 5), layout="constrained")
+    axes = fig.subplots(1, 2, sharey=True)
+    configs = list(results["configs"].values())
+    width = 1
+    seen = []
+    for ax, mode in zip(axes, ("stateful", "windowed")):
+        for i, r in enumerate(configs):
             e = _finite(r["error_by_step"][mode])
-            smooth = max(1, len(e) // 100) if len(e) > 200 else 1
+            x, y = bin_steps(e, ERROR_BINS)
+            width = max(1, math.ceil(len(e) / ERROR_BINS))
+            seen += [v for v in y if v == v and v > 0]
             ax.plot(
-                range(len(e)),
-                _smooth(e, smooth),
+                x,
+                y,
                 color=_color(i),
-                ls=ls,
-                lw=1,
-                label=f"{r['label']}: {mode}",
+                lw=1.4,
+                marker="." if len(x) <= 30 else None,
+                label=f"{i + 1}. {r['label']}",
             )
-    windows = sorted({r["settings"]["predict_window"] for r in results["configs"].values()})
-    for w in windows:
-        ax.axvline(w - 1, color="grey", ls=":", lw=1)
-    ax.set_xlabel(
-        "time step t within a test series (dotted: prediction window)"
-        + (f"; mean over the last {smooth} steps" if smooth > 1 else "")
-    )
-    ax.set_ylabel(f"mean {results['loss']} at step t")
-    if results["loss"] == "mse":
-        ax.set_yscale("log")
-    ax.set_title(
-        f"{results['task']}: error by time step (solid: stateful, dashed: windowed prediction)"
-    )
-    fig.legend(fontsize=7, loc="outside lower center", ncol=2)
+        windows = sorted({r["settings"]["predict_window"] for r in configs})
+        for k, w in enumerate(windows):
+            ax.axvline(
+                w - 0.5,
+                color="grey",
+                ls=":",
+                lw=1,
+                label="windowed prediction's window" if k == 0 else None,
+            )
+        ax.set_title(f"{mode} prediction", fontsize=11)
+        ax.set_xlabel(
+            "time step t within a test series"
+            + (f" (mean over bins of {width} steps)" if width > 1 else "")
+        )
+    if results["loss"] == "mse" and seen:
+        axes[0].set_yscale("log")
+        top = max(seen)
+        # a curve far under the rest (a near-perfect fit) should not squash every other one
+        floor = sorted(seen)[len(seen) // 20]
+        axes[0].set_ylim(max(floor / 3, top * 1e-6), top * 3)
+    axes[0].set_ylabel(f"mean {results['loss']} at step t (lower is better)")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=8, loc="outside lower center", ncol=3)
+    fig.suptitle(f"{results['task']}: error by time step")
     return fig
 
 
 def examples(results: dict[str, Any]) -> Figure:
+    """One row per configuration, one column per example series: target, stateful and windowed
+    predictions over the task's excerpt; grey: steps that are not scored."""
     configs = list(results["configs"].values())
-    fig = Figure(figsize=(9, 1.9 * len(configs) + 0.6), layout="constrained")
-    axes = fig.subplots(len(configs), 1, squeeze=False)[:, 0]
-    for ax, r in zip(axes, configs):
-        if not r["examples"]:
-            continue
-        ex = r["examples"][0]
-        t = range(len(ex["y"]))
-        ax.plot(t, ex["y"], color="black", lw=1.2, label="target")
-        ax.plot(t, ex["stateful"], color=_color(0), lw=1, label="stateful prediction")
-        ax.plot(t, ex["windowed"], color=_color(1), lw=1, ls="--", label="windowed prediction")
-        ax.set_title(r["label"], fontsize=9)
-        ax.legend(fontsize=7, loc="upper left")
-    axes[-1].set_xlabel("time step")
+    cols = max([len(r["examples"]) for r in configs] + [1])
+    cols = min(cols, 2)
+    fig = Figure(figsize=(12, 1.9 * len(configs) + 1.0), layout="constrained")
+    axes = fig.subplots(len(configs), cols, squeeze=False, sharex="col")
+    bce = results["loss"] == "bce"
+    for row, r in zip(axes, configs):
+        for j, ax in enumerate(row):
+            if j >= len(r["examples"]):
+                ax.set_visible(False)
+                continue
+            ex = r["examples"][j]
+            start = ex.get("start", 0)
+            t = [start + k for k in range(len(ex["y"]))]
+            for k, w in enumerate(ex["w"]):
+                if w == 0:
+                    ax.axvspan(t[k] - 0.5, t[k] + 0.5, color="#eeeeee", lw=0)
+            ax.plot(t, ex["y"], color="black", lw=1.6, label="target")
+            ax.plot(t, ex["stateful"], color=_color(0), lw=1.2, label="stateful prediction")
+            ax.plot(
+                t, ex["windowed"], color=_color(1), lw=1.2, ls="--", label="windowed prediction"
+            )
+            w = r["settings"]["predict_window"]
+            if start < w - 0.5 < t[-1]:
+                ax.axvline(w - 0.5, color="grey", ls=":", lw=1)
+            if bce:
+                ax.set_ylim(-0.08, 1.08)
+            which = f"series {ex.get('series', j)}"
+            if bce:
+                which += f", first bit {ex['y'][0]:.0f}" if start == 0 else ""
+            ax.set_title(f"{r['label']} - {which}", fontsize=9, loc="left")
+    for ax in axes[-1]:
+        ax.set_xlabel("time step (grey: not scored; dotted: the prediction window)")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=9, loc="outside upper center", ncol=3)
     return fig
 
 
 def summary_bars(results: dict[str, Any]) -> Figure:
     metric = results["metric"]
     configs = list(results["configs"].values())
-    fig = Figure(figsize=(8, 0.5 * len(configs) + 1.8), layout="constrained")
+    fig = Figure(figsize=(12, 0.5 * len(configs) + 2.0), layout="constrained")
     ax = fig.subplots()
     y = range(len(configs))
     for k, (mode, off) in enumerate((("stateful", -0.2), ("windowed", 0.2))):
@@ -134,23 +182,16 @@ def summary_bars(results: dict[str, Any]) -> Figure:
         ax.barh(
             [i + off for i in y], vals, height=0.38, color=_color(k), label=f"{mode} prediction"
         )
-    ax.set_yticks(list(y), [r["label"] for r in configs], fontsize=8)
+    ax.set_yticks(list(y), [f"{i + 1}. {r['label']}" for i, r in enumerate(configs)], fontsize=9)
     ax.invert_yaxis()
     if metric == "loss":
         ax.set_xscale("log")
-        for name, value in results.get("baseline", {}).items():
-            ax.axvline(value, color="grey", ls=":", lw=1)
-            ax.annotate(
-                name,
-                (value, 1.0),
-                xycoords=("data", "axes fraction"),
-                fontsize=7,
-                color="grey",
-                rotation=90,
-                va="top",
-            )
-    ax.set_xlabel(f"test {'MSE' if metric == 'loss' else metric}")
-    ax.legend(fontsize=8)
+        _baselines(ax, results, axis="x")
+    else:
+        ax.set_xlim(0, 1.05)
+        ax.axvline(0.5, color="grey", ls=":", lw=1.2, label="chance: 0.5")
+    ax.set_xlabel(f"test {'MSE (lower is better)' if metric == 'loss' else metric}")
+    fig.legend(*ax.get_legend_handles_labels(), fontsize=8, loc="outside right upper")
     ax.set_title(f"{results['task']}: test {metric}, stateful vs windowed prediction")
     return fig
 
@@ -160,7 +201,7 @@ def windowed_vs_stateful(results: dict[str, Any]) -> Figure:
     diagonal, both prediction modes agree). Right: what it cost to train, same numbers."""
     metric = results["metric"]
     configs = list(results["configs"].values())
-    fig = Figure(figsize=(10, 0.25 * len(configs) + 4), layout="constrained")
+    fig = Figure(figsize=(12, 0.25 * len(configs) + 4.2), layout="constrained")
     ax, cost = fig.subplots(1, 2, width_ratios=[1.1, 1])
     win = _finite(r["test"]["windowed"][metric] for r in configs)
     st = _finite(r["test"]["stateful"][metric] for r in configs)

@@ -16,7 +16,7 @@ matplotlib.use("Agg")
 from matplotlib.figure import Figure  # noqa: E402
 
 from statefulrnn import records  # noqa: E402
-from statefulrnn.reports.html import CSS, _e, _img, _num  # noqa: E402
+from statefulrnn.reports.html import _num, data_uri, environment  # noqa: E402
 from statefulrnn.reports.plots import _color  # noqa: E402
 
 MODES = ("stateful", "stateless", "stateless+burn-in")
@@ -142,79 +142,68 @@ def curves(results: dict[str, Any]) -> Figure:
 PLOTS = {"objective_vs_window": objective_vs_window, "history": history, "curves": curves}
 
 
-def _best_section(results: dict[str, Any], out_dir: Path) -> str:
+def _space_text(spec: Any) -> str:
+    """A search-space entry as a reader says it: '1e-04 .. 0.01 (log)', 'one of 8, 16'."""
+    if not isinstance(spec, dict):
+        return _num(spec)
+    if "choices" in spec:
+        return "one of " + ", ".join(_num(c) for c in spec["choices"])
+    if "fixed" in spec:
+        return f"fixed: {_num(spec['fixed'])}"
+    if "low" in spec:
+        return f"{_num(spec['low'])} .. {_num(spec['high'])}" + (
+            " (log)" if spec.get("log") else ""
+        )
+    return ", ".join(f"{k} {_num(v)}" for k, v in spec.items())
+
+
+BEST_KEYS = ["mode", "window", "burn_in", "batch_size", "lanes", "cell", "hidden", "layers", "lr"]
+BEST_KEYS += ["clip", "epochs", "patience", "epochs_run", "seconds"]
+TRIAL_COLUMNS = ["number", "state", "value", "mode", "window", "burn_in", "batch_size", "lanes"]
+TRIAL_COLUMNS += ["cell", "hidden", "layers", "lr", "epochs_run", "seconds"]
+
+
+def context(results: dict[str, Any], images: dict[str, Path], out_dir: Path) -> dict[str, Any]:
+    """What sweep.html shows, from sweep.json: plain values, no markup."""
     best = results.get("best")
-    if not best:
-        return "<p>No trial has completed yet.</p>"
-    keys = ["mode", "window", "burn_in", "batch_size", "lanes", "cell", "hidden", "layers", "lr"]
-    keys += ["clip"]
-    keys += ["epochs", "patience", "epochs_run", "seconds"]
-    keys += [k for k in best if k.startswith(("val_", "test_"))]
-    rows = "".join(
-        f"<tr><th>{_e(k)}</th><td class='num'>{_num(best.get(k))}</td></tr>" for k in keys
+    best_rows = []
+    if best:
+        keys = BEST_KEYS + [k for k in best if k.startswith(("val_", "test_"))]
+        best_rows = [(k, _num(best.get(k))) for k in keys]
+    trials = results["trials"]
+    columns = TRIAL_COLUMNS + sorted(
+        {k for r in trials for k in r if k.startswith(("val_", "test_"))}
     )
+    columns += ["worker", "note"]
     toml = out_dir / "best.toml"
-    text = toml.read_text() if toml.exists() else ""
-    return (
-        f"<p>Trial {best['number']}: validation {_e(results['loss'])} "
-        f"<b>{_num(best['value'])}</b> with {_e(results['predict'])} prediction.</p>"
-        f"<table>{rows}</table><p>best.toml (for <code>statefulrnn train --config</code>):</p>"
-        f"<pre>{_e(text)}</pre>"
-    )
-
-
-def _trials_table(results: dict[str, Any]) -> str:
-    cols = ["number", "state", "value", "mode", "window", "burn_in", "batch_size", "lanes", "cell"]
-    cols += ["hidden", "layers", "lr", "epochs_run", "seconds"]
-    cols += sorted({k for r in results["trials"] for k in r if k.startswith(("val_", "test_"))})
-    cols += ["worker", "note"]
-    head = "".join(f"<th>{_e(c)}</th>" for c in cols)
-    body = "".join(
-        "<tr>" + "".join(f"<td class='num'>{_num(r.get(c))}</td>" for c in cols) + "</tr>"
-        for r in results["trials"]
-    )
-    return f"<table><tr>{head}</tr>{body}</table>"
+    sec = results["seconds"]
+    return {
+        "target": results["target"],
+        "best": best,
+        "best_rows": best_rows,
+        "best_toml": toml.read_text() if toml.exists() else "",
+        "loss": results["loss"],
+        "predict": results["predict"],
+        "study": results["study"],
+        "storage": results["storage"],
+        "counted": results["counted"],
+        "requested": results["requested"],
+        "counts": ", ".join(f"{n} {k.lower()}" for k, n in sorted(results["counts"].items())),
+        "wall": sec["wall"],
+        "trial_seconds": sec["trials"],
+        "created": results["created"],
+        "baseline": list(results.get("baseline", {}).items()),
+        "images": {k: data_uri(p) for k, p in images.items()},
+        "columns": columns,
+        "trials": [[_num(r.get(c)) for c in columns] for r in trials],
+        "space": [(k, _space_text(v)) for k, v in results["space"].items()],
+        "env": results["environment"],
+    }
 
 
 def render(results: dict[str, Any], images: dict[str, Path], out_dir: Path) -> str:
-    t = results["target"]
-    counts = ", ".join(f"{n} {k.lower()}" for k, n in sorted(results["counts"].items()))
-    sec = results["seconds"]
-    wall = (
-        f"{sec['wall']:.0f} s from the first trial's start to the last one's end, "
-        if sec["wall"]
-        else ""
-    )
-    space = "".join(f"<li><code>{_e(k)}</code>: {_e(v)}</li>" for k, v in results["space"].items())
-    base = "".join(f"<li>{_e(k)}: {_num(v)}</li>" for k, v in results.get("baseline", {}).items())
-    env = results["environment"]
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>statefulrnn sweep: {_e(t["name"])}</title>
-<style>{CSS}</style></head><body>
-<h1>{_e(t["name"])}: which window, state mode and size?</h1>
-<p>Study <code>{_e(results["study"])}</code> in <code>{_e(results["storage"])}</code>:
-{results["counted"]} of {results["requested"]} trials counted (complete + pruned); {_e(counts)}.
-{wall}{sec["trials"]:.0f} s of training summed over workers. Objective: validation
-{_e(results["loss"])} with <b>{_e(results["predict"])}</b> prediction. Run {_e(results["created"])}.</p>
-<h2>Best configuration</h2>
-{_best_section(results, out_dir)}
-{"<p>Baselines: </p><ul>" + base + "</ul>" if base else ""}
-<h2>Objective against window, by mode</h2>
-{_img(images["objective_vs_window"], "objective against window")}
-<h2>Optimisation history</h2>
-{_img(images["history"], "optimisation history")}
-<h2>Validation curves (pruning)</h2>
-{_img(images["curves"], "validation curves")}
-<h2>Every trial</h2>
-<p>FAIL: the trial's worker died (or it found the budget spent and did not run); failed trials do
-not count, and the sweep replaces them.</p>
-{_trials_table(results)}
-<h2>Search space</h2><ul>{space}</ul>
-<p>Rerun the same command to resume the study or, with a larger --trials, extend it.
-statefulrnn {_e(env["statefulrnn"])}, torch {_e(env["torch"])}, Python {_e(env["python"])},
-{_e(env["threads"])} threads, {_e(env["machine"])}.</p>
-</body></html>
-"""
+    page = environment().get_template("sweep.html")
+    return page.render(context(results, images, out_dir))
 
 
 def write_report(out_dir: Path) -> Path:

@@ -36,6 +36,9 @@ class TaskData:
         default_factory=dict
     )  # test re-weighted to a region of interest
     notes: list[str] = field(default_factory=list)
+    # steps [start, stop) of each example series kept for the report's plot: a readable excerpt
+    # (a few periods of a sine, not forty)
+    excerpt: tuple[int, int] = (0, 400)
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,14 @@ class Config:
     predict_burn_in: int | None = None  # burn-in of the windowed prediction
     origin: str = "seed"  # "seed": the seed's recipe; "statefulrnn": our recommendation
     seed: int = 0  # model initialisation and training order
+    # True: no --quick budget shows what this recipe does (e.g. the seed's own lagged-product
+    # recipes, which leave the zero predictor's plateau only after many epochs); --quick skips it
+    # and its claims say "needs the full run" instead of judging a run too small to tell.
+    full_only: bool = False
+    full_minutes: float | None = None  # what the full run of this configuration takes, 2 cores
+
+
+NEEDS_FULL_RUN = "needs the full run"
 
 
 @dataclass
@@ -59,7 +70,28 @@ class Claim:
     claim: str
     seed_value: str
     ours: str
-    verdict: str  # "reproduced", "not reproduced", "better than seed", "worse than seed", "n/a"
+    verdict: str  # one of experiments.compare.VERDICTS, e.g. "reproduced", "needs the full run"
+    full_minutes: float | None = None  # with "needs the full run": how long that run takes
+
+
+def needs_full_run(claim: str, seed_value: str, results: dict, name: str) -> Claim:
+    """The claim about configuration `name`, which --quick did not run (see Config.full_only)."""
+    skipped = results["not_run"][name]
+    minutes = skipped.get("full_minutes")
+    about = f" (about {minutes:.0f} min on 2 cores)" if minutes else ""
+    return Claim(
+        claim,
+        seed_value,
+        f"not run by --quick: {skipped['label']} needs the seed's full settings{about}; "
+        f"run `statefulrnn compare {results['task']} --only {name}`",
+        NEEDS_FULL_RUN,
+        minutes,
+    )
+
+
+def skipped(results: dict, name: str) -> bool:
+    """Whether --quick left configuration `name` out (its claims need the full run)."""
+    return name in results.get("not_run", {})
 
 
 @dataclass(frozen=True)
@@ -74,6 +106,8 @@ class Task:
     configs: Callable[[dict[str, Any]], list[Config]]
     claims: Callable[[dict[str, Any], dict[str, Any]], list[Claim]]
     rerun: str = ""
+    # the page's first sentence: does carrying state help here, with the deciding numbers
+    answer: Callable[[dict[str, Any], dict[str, Any]], str] | None = None
 
     def resolve(
         self, quick: bool = False, overrides: dict[str, str] | None = None

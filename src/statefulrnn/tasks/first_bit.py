@@ -57,6 +57,7 @@ def generate(p: dict, seed: int) -> TaskData:
         metric="accuracy",
         baseline={"chance accuracy": 0.5},
         focus={f"steps t >= {p['window']}": beyond(test, p["window"])},
+        excerpt=(0, p["length"]),
         notes=[
             "Every step is scored (target = the first value); 'steps t >= window' scores only the "
             "steps whose window no longer contains step 0, where the seed's stateless model fails."
@@ -203,6 +204,30 @@ def claims(p: dict, results: dict) -> list[Claim]:
     return out
 
 
+def answer(p: dict, results: dict) -> str:
+    """Carrying state vs a window, beyond the window: the page's first sentence."""
+    c = results["configs"]
+    focus = f"accuracy [steps t >= {p['window']}]"
+    stateful = next(
+        (c[n] for n in ("stateful-recommended", "stateful-backprop", "stateful-seed") if n in c),
+        None,
+    )
+    window = c.get("stateless-seed")
+    if stateful is None or window is None:
+        return ""
+    st = stateful["test"]["stateful"][focus]
+    win = window["test"]["windowed"][focus]
+    steps = f"steps {p['window']}..{p['length'] - 1}"
+    if st >= 0.99 and win < 0.6:
+        why = "the bit is beyond the window, and only the carried state still holds it"
+    else:
+        why = "this run does not separate the two"
+    return (
+        f"Carrying state: {st:.2f} accuracy at {steps}; a {p['window']}-step window: {win:.2f} "
+        f"(chance: 0.50) - {why}."
+    )
+
+
 TASK = Task(
     "first-bit",
     "001",
@@ -211,4 +236,5 @@ TASK = Task(
     generate,
     configs,
     claims,
+    answer=answer,
 )

@@ -14,7 +14,15 @@ from __future__ import annotations
 import numpy as np
 
 from statefulrnn.data.sequences import Sequences
-from statefulrnn.tasks.base import Claim, Config, Param, Task, TaskData
+from statefulrnn.tasks.base import (
+    Claim,
+    Config,
+    Param,
+    Task,
+    TaskData,
+    needs_full_run,
+    skipped,
+)
 
 PARAMS = {
     "D": Param(100, 100, "lag of the second factor (the memory needed)"),
@@ -84,6 +92,8 @@ def configs(p: dict) -> list[Config]:
             lstm,
             {"mode": "stateless", "window": p["T"], **seed_fit},
             predict_window=p["window"],
+            full_only=True,
+            full_minutes=22,  # README: 1209 s training, plus prediction
         ),
         Config(
             "stateful-seed",
@@ -91,6 +101,8 @@ def configs(p: dict) -> list[Config]:
             lstm,
             {"mode": "stateful", "window": p["window"], **seed_fit},
             predict_window=p["window"],
+            full_only=True,
+            full_minutes=17,  # README: 917 s training, plus prediction
         ),
         Config(
             "stateful-recommended",
@@ -133,7 +145,16 @@ def claims(p: dict, results: dict) -> list[Claim]:
     zero = results["baseline"]["zero predictor"]
     out = []
     for name, label in (("stateless-seed", "stateless"), ("stateful-seed", "stateful")):
-        if name in c:
+        claim = (
+            f"{label} (seed recipe) leaves the zero predictor's plateau within {p['epochs']} "
+            f"epochs and reaches the seed's {SEED_MSE}"
+        )
+        seed_value = (
+            f"{SEED_MSE} (stateless, 100 epochs); Keras 3 here: 0.00718, never left the plateau"
+        )
+        if skipped(results, name):
+            out.append(needs_full_run(claim, seed_value, results, name))
+        elif name in c:
             mse = c[name]["test"]["stateful"]["loss"]
             left = mse < 0.9 * zero
             # the seed's own number (0.004058, stateless) is reproduced only within 10%
@@ -143,9 +164,8 @@ def claims(p: dict, results: dict) -> list[Claim]:
                 verdict = "left the plateau" if left else "stayed on the plateau"
             out.append(
                 Claim(
-                    f"{label} (seed recipe) leaves the zero predictor's plateau within {p['epochs']} epochs "
-                    f"and reaches the seed's {SEED_MSE}",
-                    f"{SEED_MSE} (stateless, 100 epochs); Keras 3 here: 0.00718, never left the plateau",
+                    claim,
+                    seed_value,
                     f"{mse:.4g} vs zero predictor {zero:.4g} ({mse / SEED_MSE:.2f}x the seed's number)",
                     verdict,
                 )
@@ -167,6 +187,28 @@ def claims(p: dict, results: dict) -> list[Claim]:
     return out
 
 
+def answer(p: dict, results: dict) -> str:
+    """The page's first sentence: what the recommended recipes reach, against the seed's number."""
+    c = results["configs"]
+    zero = results["baseline"]["zero predictor"]
+    std, raw = c.get("stateful-recommended-std"), c.get("stateful-recommended")
+    if std is None:
+        return ""
+    mse = std["test"]["stateful"]["loss"]
+    side = "below" if mse < SEED_MSE else "above"
+    text = (
+        f"Carrying state across chunks of 200 steps, a standardized LSTM reaches test MSE "
+        f"{mse:.2g} in {std['train_seconds']:.0f} s of training: {side} the seed's {SEED_MSE} "
+        f"and {zero / mse:.1f}x under the zero predictor's {zero:.2g}"
+    )
+    if raw is not None:
+        text += (
+            f"; on raw data the same recipe stays at {raw['test']['stateful']['loss']:.2g}: the "
+            "targets' small scale, not a lack of state, holds training on the plateau"
+        )
+    return text + "."
+
+
 TASK = Task(
     "lagged-product",
     "000",
@@ -175,4 +217,5 @@ TASK = Task(
     generate,
     configs,
     claims,
+    answer=answer,
 )

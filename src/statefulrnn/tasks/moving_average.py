@@ -73,6 +73,7 @@ def generate(p: dict, seed: int) -> TaskData:
             f"'Converged' means a test MSE below {CONVERGED:.0%} of the best MSE possible with a window "
             f"of {p['tsteps'] - 1} ({floor_mse(p, p['tsteps'] - 1):.3g})."
         ],
+        excerpt=(0, 60),
     )
 
 
@@ -234,6 +235,21 @@ def claims(p: dict, results: dict) -> list[Claim]:
     return out
 
 
+def answer(p: dict, results: dict) -> str:
+    """Does carrying state help with a window shorter than the average: the first sentence."""
+    c = results["configs"]
+    la, ts = p["lahead"], p["tsteps"]
+    if la >= ts or not {"stateful-seed", "stateless-seed"} <= set(c):
+        return ""
+    st = c["stateful-seed"]["test"]["stateful"]["loss"]
+    win = c["stateless-seed"]["test"]["windowed"]["loss"]
+    return (
+        f"With a window of {la} step(s) and an average over {ts}, carrying state: test MSE "
+        f"{st:.2g}; stateless: {win:.2g}, no better than the best any {la}-step window can do "
+        f"({floor_mse(p, la):.2g}) - only the stateful model sees the older input."
+    )
+
+
 TASK = Task(
     "moving-average",
     "002/003",
@@ -242,4 +258,5 @@ TASK = Task(
     generate,
     configs,
     claims,
+    answer=answer,
 )
