@@ -13,6 +13,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
 
@@ -59,6 +60,7 @@ def training_curves(results: dict[str, Any]) -> Figure:
         _baselines(ax, results)
         ax.set_yscale("log")
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(f"validation loss ({results['loss']})")
     ax.set_title(f"{results['task']}: validation loss per epoch")
     fig.legend(*ax.get_legend_handles_labels(), fontsize=8, loc="outside right upper")

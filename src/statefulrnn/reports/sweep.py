@@ -14,6 +14,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from statefulrnn import records  # noqa: E402
 from statefulrnn.reports.html import _num, data_uri, environment  # noqa: E402
@@ -101,6 +102,7 @@ def history(results: dict[str, Any]) -> Figure:
         ax.step(xs, ys, where="post", color=_color(1), label="best so far")
     _log_y(ax, [r["last_value"] for r in trials])
     ax.set_xlabel("trial number")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(f"validation {results['loss']}")
     ax.set_title(f"{results['target']['name']}: optimisation history")
     ax.legend(fontsize=7)
@@ -133,6 +135,7 @@ def curves(results: dict[str, Any]) -> Figure:
     ax.plot([], [], color="lightgrey", label="pruned")
     _log_y(ax, values)
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(f"validation {results['loss']}")
     ax.set_title(f"{results['target']['name']}: every trial's validation curve")
     ax.legend(fontsize=7)

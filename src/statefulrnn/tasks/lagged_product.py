@@ -15,6 +15,7 @@ import numpy as np
 
 from statefulrnn.data.sequences import Sequences
 from statefulrnn.tasks.base import (
+    NEEDS_FULL_RUN,
     Claim,
     Config,
     Param,
@@ -36,6 +37,14 @@ PARAMS = {
     "window": Param(500, 500, "the seed's stateful chunk length"),
 }
 SEED_MSE = 0.004058
+# minutes each configuration takes at full settings on 2 cores (README: train seconds, plus
+# predicting 5000 test series statefully and 200 windowed)
+FULL_MINUTES = {
+    "stateless-seed": 22,
+    "stateful-seed": 17,
+    "stateful-recommended": 6,
+    "stateful-recommended-std": 6,
+}
 
 
 def make_series(n: int, p: dict, rng: np.random.Generator) -> Sequences:
@@ -93,7 +102,7 @@ def configs(p: dict) -> list[Config]:
             {"mode": "stateless", "window": p["T"], **seed_fit},
             predict_window=p["window"],
             full_only=True,
-            full_minutes=22,  # README: 1209 s training, plus prediction
+            full_minutes=FULL_MINUTES["stateless-seed"],
         ),
         Config(
             "stateful-seed",
@@ -102,7 +111,7 @@ def configs(p: dict) -> list[Config]:
             {"mode": "stateful", "window": p["window"], **seed_fit},
             predict_window=p["window"],
             full_only=True,
-            full_minutes=17,  # README: 917 s training, plus prediction
+            full_minutes=FULL_MINUTES["stateful-seed"],
         ),
         Config(
             "stateful-recommended",
@@ -119,6 +128,10 @@ def configs(p: dict) -> list[Config]:
             },
             predict_window=p["window"],
             origin="statefulrnn",
+            # on raw data it stays on the plateau (README: 0.00680 after 100 epochs); no quick
+            # budget says more, and --quick spends its minute on the standardized run instead
+            full_only=True,
+            full_minutes=FULL_MINUTES["stateful-recommended"],
         ),
         Config(
             "stateful-recommended-std",
@@ -174,16 +187,32 @@ def claims(p: dict, results: dict) -> list[Claim]:
         ("stateful-recommended", "raw data"),
         ("stateful-recommended-std", "standardized"),
     ):
-        if name in c:
+        claim = (
+            f"statefulrnn's recipe ({how}) beats the seed's {SEED_MSE} within {p['epochs']} epochs"
+        )
+        if skipped(results, name):
+            out.append(needs_full_run(claim, str(SEED_MSE), results, name))
+        elif name in c:
             mse = c[name]["test"]["stateful"]["loss"]
-            out.append(
-                Claim(
-                    f"statefulrnn's recipe ({how}) beats the seed's {SEED_MSE} within {p['epochs']} epochs",
-                    str(SEED_MSE),
-                    f"{mse:.4g} vs zero predictor {zero:.4g}",
-                    "better than seed" if mse < SEED_MSE else "worse than seed",
+            ours = f"{mse:.4g} vs zero predictor {zero:.4g}"
+            if mse < SEED_MSE:
+                out.append(Claim(claim, str(SEED_MSE), ours, "better than seed"))
+            elif results["quick"]:
+                # when a run leaves the plateau varies from seed to seed; a small run that has
+                # not left it yet says nothing about the full run
+                minutes = FULL_MINUTES[name]
+                out.append(
+                    Claim(
+                        claim,
+                        str(SEED_MSE),
+                        f"{ours} after {p['epochs']} --quick epochs on {results['data']['train']} "
+                        f"series: not yet; the full settings (about {minutes} min) decide",
+                        NEEDS_FULL_RUN,
+                        minutes,
+                    )
                 )
-            )
+            else:
+                out.append(Claim(claim, str(SEED_MSE), ours, "worse than seed"))
     return out
 
 
@@ -195,12 +224,19 @@ def answer(p: dict, results: dict) -> str:
     if std is None:
         return ""
     mse = std["test"]["stateful"]["loss"]
-    side = "below" if mse < SEED_MSE else "above"
-    text = (
-        f"Carrying state across chunks of 200 steps, a standardized LSTM reaches test MSE "
-        f"{mse:.2g} in {std['train_seconds']:.0f} s of training: {side} the seed's {SEED_MSE} "
-        f"and {zero / mse:.1f}x under the zero predictor's {zero:.2g}"
-    )
+    if mse < 0.9 * zero:
+        side = "below" if mse < SEED_MSE else "above"
+        text = (
+            f"Carrying state across chunks of 200 steps, a standardized LSTM reaches test MSE "
+            f"{mse:.2g} in {std['epochs_run']} epochs: {side} the seed's {SEED_MSE}, and "
+            f"{zero / mse:.1f}x under the zero predictor's {zero:.2g}"
+        )
+    else:
+        text = (
+            f"After {std['epochs_run']} epochs the standardized stateful LSTM is still on the "
+            f"zero predictor's plateau (test MSE {mse:.2g} vs {zero:.2g}); when it leaves varies "
+            "from seed to seed, and the full settings decide"
+        )
     if raw is not None:
         text += (
             f"; on raw data the same recipe stays at {raw['test']['stateful']['loss']:.2g}: the "
