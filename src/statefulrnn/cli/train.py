@@ -128,9 +128,7 @@ def add_parser(subparsers) -> None:
     m.add_argument(
         "--epochs", type=o.integer, metavar="E", help=f"at most E epochs (default: {d['epochs']})"
     )
-    m.add_argument(
-        "--cell", choices=cells.names(), help=f"recurrent cell (default: {d['cell']})"
-    )
+    m.add_argument("--cell", choices=cells.names(), help=f"recurrent cell (default: {d['cell']})")
     m.add_argument(
         "--hidden", type=o.integer, metavar="H", help=f"hidden units (default: {d['hidden']})"
     )
