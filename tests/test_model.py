@@ -11,7 +11,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load_file, save_file
 
@@ -21,6 +21,8 @@ from statefulrnn.model import cells, load_extra
 
 CELLS = list(cells.names())  # every invariant here holds for every registered cell
 TOL = {torch.float64: 1e-12, torch.float32: 1e-5}
+# Every cell runs every property, each with its share of the profile's examples.
+PER_CELL = settings(max_examples=max(10, settings().max_examples // len(CELLS)))
 
 
 def make_model(
@@ -51,7 +53,6 @@ def assert_states_close(a: sr.State, b: sr.State, tol: float) -> None:
 # --------------------------------------------------------------------------- chunked == whole
 model_st = st.fixed_dictionaries(
     {
-        "cell": st.sampled_from(CELLS),
         "num_layers": st.integers(1, 3),
         "input_size": st.integers(1, 3),
         "hidden_size": st.integers(1, 6),
@@ -62,6 +63,8 @@ model_st = st.fixed_dictionaries(
 )
 
 
+@pytest.mark.parametrize("cell", CELLS)
+@PER_CELL
 @given(
     model_st,
     st.integers(1, 5),  # batch size
@@ -70,8 +73,8 @@ model_st = st.fixed_dictionaries(
     st.booleans(),  # fixed window or random chunk edges
     st.data(),
 )
-def test_chunked_stateful_forward_equals_whole_forward(m, batch, steps, window, ragged, data):
-    model = make_model(**m)
+def test_chunked_stateful_forward_equals_whole_forward(cell, m, batch, steps, window, ragged, data):
+    model = make_model(cell, **m)
     gen = torch.Generator().manual_seed(m["seed"])
     x = torch.randn(batch, steps, m["input_size"], generator=gen, dtype=m["dtype"])
     with torch.no_grad():
@@ -100,8 +103,9 @@ def test_chunked_stateful_forward_equals_whole_forward(m, batch, steps, window, 
     assert_states_close(state, s_full.select(list(perm)), tol)
 
 
+@pytest.mark.parametrize("cell", CELLS)
+@PER_CELL
 @given(
-    st.sampled_from(CELLS),
     st.integers(1, 3),
     st.lists(st.integers(1, 30), min_size=1, max_size=9),
     st.integers(1, 12),
@@ -147,8 +151,9 @@ def test_any_batch_size_and_zero_state_default():
 
 
 # --------------------------------------------------------------------------- reset
+@pytest.mark.parametrize("cell", CELLS)
+@PER_CELL
 @given(
-    st.sampled_from(CELLS),
     st.integers(1, 3),
     st.lists(st.booleans(), min_size=1, max_size=6),
     st.integers(0, 2**16),

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import statefulrnn as sr
@@ -18,6 +18,8 @@ from statefulrnn.model import cells
 
 CELLS = list(cells.names())
 TOL = 1e-10
+# Every cell runs every property, each with its share of the profile's examples.
+PER_CELL = settings(max_examples=max(10, settings().max_examples // len(CELLS)))
 
 
 def random_model(cell, num_layers, input_size, hidden_size, output_size, seed, scale):
@@ -33,8 +35,9 @@ def random_model(cell, num_layers, input_size, hidden_size, output_size, seed, s
     return model
 
 
+@pytest.mark.parametrize("cell", CELLS)
+@PER_CELL
 @given(
-    st.sampled_from(CELLS),
     st.integers(1, 3),  # layers
     st.integers(1, 4),  # input size
     st.integers(1, 6),  # hidden size
