@@ -26,8 +26,8 @@ from hypothesis import strategies as st
 
 import statefulrnn as sr
 
-pytest.importorskip("starlette")
-pytest.importorskip("httpx")
+for _name in ("starlette", "httpx", "prometheus_client"):  # the serve extra (in dev)
+    pytest.importorskip(_name)
 from starlette.testclient import TestClient  # noqa: E402
 
 from statefulrnn.streams import StreamPool  # noqa: E402

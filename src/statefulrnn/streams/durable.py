@@ -90,13 +90,20 @@ def id_of(key: str | bytes) -> Hashable:
     return json.loads(key)
 
 
+_HEADS: dict[tuple, bytes] = {}
+
+
 def encode_array(a: np.ndarray | None) -> bytes | None:
-    """[..] float array -> bytes: dtype char, ndim, shape (int32 each), then the data."""
+    """[..] float array -> bytes: dtype string (4 bytes), ndim, shape (int32 each), the data."""
     if a is None:
         return None
     a = np.ascontiguousarray(a)
-    head = np.array([a.ndim, *a.shape], dtype="<i4").tobytes()
-    return a.dtype.str.encode().ljust(4) + head + a.tobytes()
+    key = (a.dtype.str, a.shape)
+    head = _HEADS.get(key)
+    if head is None:
+        shape = np.array([a.ndim, *a.shape], dtype="<i4").tobytes()
+        head = _HEADS.setdefault(key, a.dtype.str.encode().ljust(4) + shape)
+    return head + a.tobytes()
 
 
 def decode_array(b: bytes | None) -> np.ndarray | None:
@@ -350,13 +357,14 @@ class SQLiteStore(StateStore):
 
     def _versions(self, ids: list[Hashable]) -> dict[Hashable, int]:
         out: dict[Hashable, int] = {}
-        keys = [key_of(i) for i in ids]
+        by_key = {key_of(i): i for i in ids}
+        keys = list(by_key)
         for lo in range(0, len(keys), 500):
             part = keys[lo : lo + 500]
             rows = self._db.execute(
                 f"SELECT id, version FROM streams WHERE id IN ({','.join('?' * len(part))})", part
             ).fetchall()
-            out.update((id_of(k), v) for k, v in rows)
+            out.update((by_key[k], v) for k, v in rows)
         return out
 
     def versions(self, ids):

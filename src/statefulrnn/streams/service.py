@@ -70,8 +70,27 @@ class _Held:
     used: float = field(default_factory=time.monotonic)
 
 
+_NUMBER = (int, float)
+
+
 def check_x(x, features: int) -> np.ndarray:
-    """x as float64 [k, F]; ValueError naming the step/feature that is wrong."""
+    """x as float64 [k, F]; ValueError naming the step/feature that is wrong.
+
+    x: an array, or (from JSON) a list of k lists of F numbers; a list of numbers is read as k
+    steps of a one-feature model. Strings and booleans are refused, not converted.
+    """
+    if isinstance(x, list):
+        for k, row in enumerate(x):
+            values = row if isinstance(row, list) else (row,)
+            for j, v in enumerate(values):
+                if type(v) not in _NUMBER and not (
+                    isinstance(v, _NUMBER) and not isinstance(v, bool)
+                ):
+                    where = f"x[{k}][{j}]" if isinstance(row, list) else f"x[{k}]"
+                    raise ValueError(
+                        f"{where} = {_short(v)} is not a number; x must be a list of steps, "
+                        f"each a list of {features} numbers"
+                    )
     try:
         a = np.asarray(x, dtype=np.float64)
     except (TypeError, ValueError, OverflowError):
@@ -90,9 +109,8 @@ def check_x(x, features: int) -> np.ndarray:
             f"x has {a.shape[1]} feature{'s' if a.shape[1] != 1 else ''} per step but the model "
             f"takes {features}"
         )
-    bad = np.argwhere(~np.isfinite(a))
-    if len(bad):
-        k, j = bad[0].tolist()
+    if not np.isfinite(a).all():
+        k, j = np.argwhere(~np.isfinite(a))[0].tolist()
         raise ValueError(
             f"x[{k}][{j}] = {a[k, j]} is not finite; it would spoil the stream's state"
         )
