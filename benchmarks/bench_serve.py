@@ -64,6 +64,24 @@ def wait_port(port: int, proc: subprocess.Popen, what: str, timeout: float = 120
             time.sleep(0.1)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (from /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measured(load, pid: int, *args) -> dict:
+    """Run one load; add the server's and this client's CPU microseconds per stream-step (a
+    figure that the machine's load does not inflate the way wall time is inflated)."""
+    server0, client0 = cpu_seconds(pid), time.process_time()
+    res = asyncio.run(load(*args))
+    steps = res.get("requests", 0) * (args[1] if load is load_batch else 1)
+    if steps:
+        res["server_cpu_us_per_step"] = round((cpu_seconds(pid) - server0) / steps * 1e6, 1)
+        res["client_cpu_us_per_step"] = round((time.process_time() - client0) / steps * 1e6, 1)
+    return res
+
+
 def pct(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) * 1000 if values else float("nan")
 
@@ -276,17 +294,16 @@ def main() -> None:
                 proc, port = start_serve(tmp / "model", store_args, tmp / f"serve-{name}.log")
                 try:
                     res = {}
-                    res["batch_http"] = asyncio.run(
-                        load_batch(port, n, args.seconds, args.max_requests)
+                    pid, limit = proc.pid, args.max_requests
+                    res["batch_http"] = measured(load_batch, pid, port, n, args.seconds, limit)
+                    res["per_stream_websocket"] = measured(
+                        load_ws, pid, port, n, args.seconds, limit
                     )
-                    res["per_stream_websocket"] = asyncio.run(
-                        load_ws(port, n, args.seconds, args.max_requests)
+                    res["per_stream_http"] = measured(
+                        load_http_per_stream, pid, port, n, args.seconds, limit
                     )
-                    res["per_stream_http"] = asyncio.run(
-                        load_http_per_stream(port, n, args.seconds, args.max_requests)
-                    )
-                    res["single_stream_http"] = asyncio.run(
-                        load_single(port, args.seconds, args.max_requests)
+                    res["single_stream_http"] = measured(
+                        load_single, pid, port, args.seconds, limit
                     )
                     base = out["in_process_streampool"]["stream_steps_per_s"]
                     for load in ("batch_http", "per_stream_websocket", "per_stream_http"):
