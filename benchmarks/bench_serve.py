@@ -208,9 +208,14 @@ def in_process(model, n, seconds) -> dict:
         pool.step(ids, x)
         calls += 1
     took = time.perf_counter() - t0
+    cpu = time.process_time()
+    for _ in range(calls):
+        pool.step(ids, x)
+    cpu = time.process_time() - cpu
     return {
         "stream_steps_per_s": round(calls * n / took, 1),
         "call_ms": round(took / calls * 1000, 3),
+        "cpu_us_per_step": round(cpu / (calls * n) * 1e6, 3),
     }
 
 
