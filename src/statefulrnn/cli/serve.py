@@ -154,5 +154,6 @@ def run(args) -> int:
         ws_max_size=args.max_body,
     )
     server = uvicorn.Server(config)
+    logger.info("listening", extra={"fields": {"host": args.host, "port": args.port}})
     server.run()
     return 0

@@ -21,6 +21,11 @@ Endpoints (JSON; ids in paths are strings, in bodies strings or integers):
                                     result per step, tagged with the id (and "tag" if sent)
     GET    /healthz /readyz /metrics (Prometheus) /openapi.json /docs
 
+Order: a stream's steps apply in the order the server receives them. Steps pipelined on one
+WebSocket keep their order; a client that moves a stream to another connection (or replica)
+waits for the stream's pending answers first. Ids in paths are strings, so the path's "7" and
+a body's 7 are different streams.
+
 Errors are JSON {"error": "..."} with 400 (malformed JSON, wrong feature count, NaN), 404
 (unknown stream), 409 (seq already applied, another replica won, wrong model), 413 (body over
 the limit), 503 (state store failed: nothing applied). Logs are JSON lines.

@@ -199,6 +199,9 @@ class StreamService:
                             self._run(requests, xs, chunk, out, writes, deletes, answered, gone)
             if store is not None and (writes or deletes):
                 self._commit(writes, deletes, answered, out)
+            if store is not None and len(self._held) > 2 * max(pool.held, 1024):
+                # streams the pool evicted: their records are in the store; forget them here
+                self._held = {sid: h for sid, h in self._held.items() if sid in pool}
         except StoreError as err:
             self.store_errors += 1
             self._forget(list(answered))
