@@ -321,18 +321,22 @@ def test_two_replicas_on_one_redis_alternating_every_step_equal_one_process(redi
 
 
 # ----------------------------------------------------------------- 2. kill -9 the server
-def start_server(model_dir, port, store_args) -> subprocess.Popen:
+def spawn_server(model_dir, port, store_args) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     log = Path(model_dir).parent / f"serve-{port}.log"
     with open(log, "ab") as err:  # the child keeps its own copy of the file
-        proc = subprocess.Popen(
+        return subprocess.Popen(
             [sys.executable, "-c", CLI, "serve", str(model_dir), "--port", str(port), *store_args],
             stdout=subprocess.DEVNULL,
             stderr=err,
             env=env,
         )
+
+
+def wait_ready(proc: subprocess.Popen, model_dir, port) -> subprocess.Popen:
     import httpx
 
+    log = Path(model_dir).parent / f"serve-{port}.log"
     deadline = time.monotonic() + 120
     while True:
         try:
@@ -346,6 +350,10 @@ def start_server(model_dir, port, store_args) -> subprocess.Popen:
             proc.kill()
             raise RuntimeError("serve did not become ready")
         time.sleep(0.1)
+
+
+def start_server(model_dir, port, store_args) -> subprocess.Popen:
+    return wait_ready(spawn_server(model_dir, port, store_args), model_dir, port)
 
 
 def crash_and_continue(tmp_path, store_args, kills: int = 2) -> None:
@@ -434,3 +442,40 @@ def test_serve_refuses_bad_options(tmp_path, capsys):
     assert "cannot open --state" in capsys.readouterr().err
     assert main(["serve", str(tmp_path / "model"), "--redis", "redis://127.0.0.1:1/0"]) == 2
     assert "cannot reach Redis" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_two_serve_processes_on_one_redis_alternating_every_step(tmp_path, redis_url):
+    """Two real `statefulrnn serve` processes (replicas) on one redis-server; the client sends
+    each stream's steps to the replicas in turn: the single-process (stateful) outputs."""
+    import httpx
+
+    bundle = make_bundle(cell="gru")
+    bundle.save(tmp_path / "model")
+    rng = np.random.default_rng(13)
+    xs = [rng.normal(3.0, 5.0, size=(8, F)) for _ in range(3)]
+    ports = [free_port(), free_port()]
+    servers = [spawn_server(tmp_path / "model", p, ["--redis", redis_url]) for p in ports]
+    for server, port in zip(servers, ports):  # both start at once
+        wait_ready(server, tmp_path / "model", port)
+    got = [[] for _ in xs]
+    try:
+        with httpx.Client(timeout=60) as http:
+            for t in range(8):
+                for i in range(3):
+                    port = ports[(t + i) % 2]
+                    r = http.post(
+                        f"http://127.0.0.1:{port}/v1/streams/s{i}/step",
+                        json={"x": xs[i][t : t + 1].tolist(), "seq": t},
+                    )
+                    assert r.status_code == 200, r.text
+                    got[i].append(r.json()["y"])
+            info = [http.get(f"http://127.0.0.1:{p}/v1/streams/s0").json() for p in ports]
+    finally:
+        for s in servers:
+            s.kill()
+            s.wait()
+    assert info[0]["version"] == info[1]["version"] == 8  # both replicas see every step
+    want = stateful(bundle, xs)
+    for i in range(3):
+        np.testing.assert_allclose(np.concatenate(got[i]), want[i], atol=TOL)
