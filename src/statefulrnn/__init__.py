@@ -14,6 +14,7 @@ import sys
 import types
 from typing import TYPE_CHECKING, Any
 
+import statefulrnn._openmp  # noqa: F401  (first: OpenMP threads sleep, not spin, when they wait)
 from statefulrnn._lazy import attach
 
 __version__ = "0.1.0"

@@ -27,7 +27,9 @@ from statefulrnn import losses
 from statefulrnn.data.schedule import pack
 from statefulrnn.data.sequences import Sequences
 from statefulrnn.model.base import RecurrentModel
-from statefulrnn.outputs import outputs_in_model_units, score
+from statefulrnn.outputs import WINDOWED_ROWS, outputs_in_model_units, score
+from statefulrnn.threads import check as check_threads
+from statefulrnn.threads import for_model as threads_for
 
 if TYPE_CHECKING:
     from statefulrnn.bundle import ModelBundle
@@ -67,6 +69,57 @@ def predict(
     batch_size: int = 256,
     loss: str | None = None,
     raw: bool = False,
+    threads: int | None = None,
+) -> list[np.ndarray]:
+    """Model outputs for every step of every sequence: a list of `[T_i, O]` arrays (see
+    `_predict` for the modes and bundles). `threads`: CPU threads for the call (None: one
+    while the recurrent step is small, see statefulrnn/threads.py; the caller's setting is
+    restored afterwards)."""
+    check_threads(threads)
+    with threads_for(threads, _network(model), _rows(mode, batch_size)):
+        return _predict(model, sequences, mode=mode, window=window, burn_in=burn_in,
+                        batch_size=batch_size, loss=loss, raw=raw)  # fmt: skip
+
+
+def evaluate(
+    model: RecurrentModel | ModelBundle,
+    sequences: Sequences,
+    *,
+    loss: str | None = None,
+    mode: str | None = None,
+    window: int | None = None,
+    burn_in: int | str | None = None,
+    metrics: list[str] | None = None,
+    batch_size: int = 256,
+    raw: bool = False,
+    threads: int | None = None,
+) -> dict[str, Any]:
+    """`{"loss": ..., <metric>: ...}` (see `_evaluate`); `threads` as in `predict`."""
+    check_threads(threads)
+    with threads_for(threads, _network(model), _rows(mode, batch_size)):
+        return _evaluate(model, sequences, loss=loss, mode=mode, window=window, burn_in=burn_in,
+                         metrics=metrics, batch_size=batch_size, raw=raw)  # fmt: skip
+
+
+def _network(model) -> RecurrentModel:
+    return model if isinstance(model, RecurrentModel) else model.model
+
+
+def _rows(mode: str | None, batch_size: int) -> int:
+    """Rows of one recurrent step: lanes (stateful) or a batch of window rows (windowed)."""
+    return WINDOWED_ROWS if mode == "windowed" else batch_size
+
+
+def _predict(
+    model: RecurrentModel | ModelBundle,
+    sequences: Sequences,
+    *,
+    mode: str | None = None,
+    window: int | None = None,
+    burn_in: int | str | None = None,
+    batch_size: int = 256,
+    loss: str | None = None,
+    raw: bool = False,
 ) -> list[np.ndarray]:
     """Model outputs for every step of every sequence: a list of `[T_i, O]` arrays.
 
@@ -92,7 +145,7 @@ def predict(
     return _unpack(out, pack(sequences).offsets)
 
 
-def evaluate(
+def _evaluate(
     model: RecurrentModel | ModelBundle,
     sequences: Sequences,
     *,

@@ -55,7 +55,12 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
+    from statefulrnn import threads
+
+    before = threads.get_default()
     try:
+        # --threads: every library call of this command uses it (they pass threads=None)
+        threads.set_default(getattr(args, "threads", None))
         return int(args.run(args) or 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -70,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"statefulrnn {args.command}: error: {errors.one_line(err)}", file=sys.stderr)
         return errors.exit_status(err)
+
+    finally:
+        threads.set_default(before)
 
 
 def _silence_stdout() -> None:

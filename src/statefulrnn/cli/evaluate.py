@@ -67,6 +67,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--no-plot", action="store_true", default=None, help="write no plot")
     p.add_argument("--json", metavar="FILE", help="also write the metrics as JSON")
     o.add_read_options(p)
+    o.add_threads(p)
     p.set_defaults(run=run)
 
 

@@ -134,6 +134,7 @@ CONVERT: dict[str, Any] = {
     "no_plot": _flag,
     "json": _text,
     "escape_formulas": _flag,
+    "threads": integer,
 }
 
 
@@ -221,4 +222,17 @@ def add_read_options(parser, defaults: dict[str, Any] | None = None) -> None:
         action="store_true",
         default=None,
         help="sort each id by time (default: rows out of time order are an error)",
+    )
+
+
+def add_threads(parser) -> None:
+    """--threads N: CPU threads for the command's recurrent work (default: the policy of
+    statefulrnn/threads.py, one thread while a step's GEMM is small)."""
+    parser.add_argument(
+        "--threads",
+        type=integer,
+        metavar="N",
+        default=None,
+        help="CPU threads for the recurrent work (default: one while the recurrent step is "
+        "small, torch's setting above that; see statefulrnn/threads.py)",
     )

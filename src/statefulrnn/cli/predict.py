@@ -69,6 +69,7 @@ def add_parser(subparsers) -> None:
         "or CR gets a leading ' so a spreadsheet shows it as text instead of running it",
     )
     o.add_read_options(p)
+    o.add_threads(p)
     p.set_defaults(run=run)
 
 

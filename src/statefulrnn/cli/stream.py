@@ -16,6 +16,7 @@ import os
 import signal
 import sys
 
+from statefulrnn.cli import options as o
 from statefulrnn.streams.lines import (
     DEFAULT_LIMITS,
     LineError,
@@ -108,6 +109,7 @@ def add_parser(subparsers) -> None:
         metavar="N",
         help=f"longest input line; longer ones get an error line (default: {DEFAULT_LIMITS.max_line_bytes})",
     )
+    o.add_threads(p)
     p.set_defaults(run=run)
 
 

@@ -167,6 +167,7 @@ def add_parser(subparsers) -> None:
         help="replace --out even if it holds files statefulrnn did not write (default: refuse)",
     )
     distributed.add_flag(p, "train")
+    o.add_threads(p)
     p.set_defaults(run=run)
 
 

@@ -15,6 +15,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from statefulrnn.model import cells
 from statefulrnn.model.base import RecurrentModel, register
+from statefulrnn.model.engine import run_layer
 from statefulrnn.model.state import State
 
 
@@ -101,7 +102,7 @@ class StatefulRNN(RecurrentModel):
                 hx = _hx(state.tensors)
             else:
                 hx = _hx(tuple(t[i : i + 1] for t in state.tensors))
-            out, hn = layer(out, hx)
+            out, hn = run_layer(layer, out, hx)  # fused module or the CPU loop (engine.py)
             next_parts.append(hn if isinstance(hn, tuple) else (hn,))
             if return_hidden:
                 hidden.append(out)

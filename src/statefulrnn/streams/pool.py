@@ -35,10 +35,15 @@ from statefulrnn.model.state import State
 from statefulrnn.streams import store
 from statefulrnn.streams.kernels import make_kernel
 from statefulrnn.streams.layout import Layout
+from statefulrnn.threads import check as check_threads
+from statefulrnn.threads import choose as choose_threads
+from statefulrnn.threads import get_default as get_default_threads
+from statefulrnn.threads import step_work
 
 FREE = np.iinfo(np.int64).max  # last-use tick of a free slot: never the least recent
 FIRST_ROWS = 16
 _SAVED = object()
+_UNSET = object()
 _NUMPY = {
     torch.float32: np.dtype(np.float32),
     torch.float64: np.dtype(np.float64),
@@ -56,6 +61,8 @@ class StreamPool:
     without gradients; `fused=False` always calls `model.forward` (the fused path gives the
     same numbers, faster, for StatefulRNN). With a `ModelBundle` for `model`, x and y are in
     the user's units (`self.bundle`); with a bare model, in the network's.
+    `threads`: CPU threads per call (None: one while a call's recurrent step is small,
+    see statefulrnn/threads.py).
     """
 
     def __init__(
@@ -65,6 +72,7 @@ class StreamPool:
         spill_dir: str | Path | None = None,
         *,
         fused: bool = True,
+        threads: int | None = None,
     ):
         self.bundle: ModelBundle | None = None
         if isinstance(model, ModelBundle):
@@ -78,7 +86,10 @@ class StreamPool:
             isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1
         ):
             raise ValueError(f"capacity must be None or an integer >= 1; received {capacity!r}.")
-        self.model, self.capacity = model, capacity
+        check_threads(threads)
+        self.model, self.capacity, self.threads = model, capacity, threads
+        self._work_per_row = step_work(model, 1)
+        self._thread_choices: dict[tuple, int | None] = {}
         self.spill_dir = Path(spill_dir) if spill_dir is not None else None
         if self.spill_dir is not None:
             self.spill_dir.mkdir(parents=True, exist_ok=True)
@@ -112,7 +123,7 @@ class StreamPool:
                 idx = torch.from_numpy(slots)
                 if idx.device != device:
                     idx = idx.to(device)
-                y = self._kernel.step(self._slab, idx, xt)
+                y = self._run(idx, xt, device)
             if self.bundle is not None:
                 y = self.bundle.to_user(y)
         if not as_numpy:
@@ -122,6 +133,25 @@ class StreamPool:
             if y.device.type == "cpu" and not y.requires_grad
             else y.detach().cpu().numpy()
         )
+
+    def _run(self, idx: Tensor, xt: Tensor, device: torch.device) -> Tensor:
+        """The kernel's step on the threads the policy picks for this many rows (the choice
+        is cached per row count: a call of one stream costs ~20 us, the policy must not show)."""
+        key = (len(idx), self.threads, get_default_threads(), device)
+        n = self._thread_choices.get(key, _UNSET)
+        if n is _UNSET:
+            n = choose_threads(self.threads, self._work_per_row * len(idx), device)
+            if len(self._thread_choices) > 64:
+                self._thread_choices.clear()
+            self._thread_choices[key] = n
+        before = torch.get_num_threads()
+        if n is None or n == before:
+            return self._kernel.step(self._slab, idx, xt)
+        torch.set_num_threads(n)
+        try:
+            return self._kernel.step(self._slab, idx, xt)
+        finally:
+            torch.set_num_threads(before)
 
     def reset(self, stream_id: Hashable) -> None:
         """Zero one stream's state: it starts a new sequence at its next step."""

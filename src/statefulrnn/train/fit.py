@@ -32,6 +32,8 @@ from statefulrnn.data.schedule import Chunk, Schedule, pack, stateful_schedule, 
 from statefulrnn.data.sequences import Sequences
 from statefulrnn.model.base import RecurrentModel
 from statefulrnn.outputs import score, stateful_outputs, windowed_outputs
+from statefulrnn.threads import check as check_threads
+from statefulrnn.threads import for_model as threads_for
 from statefulrnn.train import tbptt
 from statefulrnn.train.callbacks import Callback, EarlyStopping
 from statefulrnn.train.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
@@ -40,6 +42,7 @@ from statefulrnn.train.history import History
 from statefulrnn.train.progress import Progress
 
 MODES = ("stateful", "stateless")
+SYNC_EVERY = 64  # chunks between reads of the losses kept on a CUDA (non-CPU) device
 OPTIMIZERS = {
     "adam": torch.optim.Adam,
     "adamw": torch.optim.AdamW,
@@ -248,6 +251,23 @@ def run_epoch(
         chunks = tbptt.chunks(model, schedule, cfg.backprop, scored=[v > 0 for v in norms])
     else:
         chunks = _plain_chunks(model, schedule, cfg, train)
+    # off the CPU, the losses stay on the device and are read back every SYNC_EVERY chunks (and
+    # at the end) in one transfer: no host sync per update. The sums, the order of addition
+    # and the divergence message (epoch, chunk) are those of the per-chunk path.
+    pending: list[tuple[int, torch.Tensor, float, int]] | None = (
+        [] if defer_sync(schedule, reduce) else None
+    )
+
+    def settle() -> None:
+        nonlocal total, weight
+        values = torch.stack([p[1] for p in pending]).tolist()  # one transfer
+        for (k, _, norm, done), value in zip(pending, values):
+            _check_finite(value, epoch, k, len(schedule))
+            total += value
+            weight += norm
+            progress.update(k + 1, loss=total / max(weight, 1e-30), steps=done)
+        pending.clear()
+
     for k, (y_hat, y, w, finish) in enumerate(chunks):
         norm = norms[k]
         if norm == 0:  # nothing scored in this chunk: the state has moved on, no update
@@ -260,19 +280,42 @@ def run_epoch(
             s = step_loss(y_hat, y).reshape(())
         else:
             s = (step_loss(y_hat, y) * w).sum()
+        steps_done += int(schedule.bounds[k + 1] - schedule.bounds[k]) * schedule.window
+        if pending is not None:
+            pending.append((k, s.detach(), norm, steps_done))
+            try:
+                step(s if norm == 1.0 else s / norm)
+            except RuntimeError:
+                settle()  # a loss that was not finite is the reason to report, if there is one
+                raise
+            finish()
+            if len(pending) >= SYNC_EVERY:
+                settle()
+            continue
         value = s.item() if reduce is None else reduce(s)
-        if not math.isfinite(value):
-            raise TrainingDiverged(
-                f"the loss became {value} at epoch {epoch}, chunk {k} of {len(schedule)}; "
-                "lower lr, set clip=1.0, or check the inputs' scale."
-            )
+        _check_finite(value, epoch, k, len(schedule))
         step(s if norm == 1.0 else s / norm)  # (x / 1 is x: one op fewer per update)
         finish()
         total += value
         weight += norm
-        steps_done += int(schedule.bounds[k + 1] - schedule.bounds[k]) * schedule.window
         progress.update(k + 1, loss=total / max(weight, 1e-30), steps=steps_done)
+    if pending:
+        settle()
     return total / max(weight, 1e-30), schedule.scored_steps
+
+
+def defer_sync(schedule: Schedule, reduce) -> bool:
+    """Whether the epoch's losses stay on the device between reads (not on the CPU, where a
+    read costs nothing, nor when `reduce` sums them over ranks, which reads them anyway)."""
+    return reduce is None and schedule.x.device.type != "cpu"
+
+
+def _check_finite(value: float, epoch: int, k: int, chunks: int) -> None:
+    if not math.isfinite(value):
+        raise TrainingDiverged(
+            f"the loss became {value} at epoch {epoch}, chunk {k} of {chunks}; "
+            "lower lr, set clip=1.0, or check the inputs' scale."
+        )
 
 
 def _plain_chunks(model, schedule: Schedule, cfg: TrainConfig, train: Sequences):
@@ -355,6 +398,7 @@ def fit(
     device: torch.device | str | None = None,
     distributed: bool | None = None,
     standardize: bool = False,
+    threads: int | None = None,
 ) -> History:
     """Train `model` on `train`; validate on `val` after every epoch; return the History.
 
@@ -377,7 +421,11 @@ def fit(
     the model records a `ModelBundle` (scaling, loss link, mode, window): `sr.predict`,
     `StreamPool(sr.ModelBundle.of(model))`, ONNX export and `model.save` then answer in
     the user's units (probabilities for bce/ce), and predict in the training mode.
+
+    `threads`: CPU threads for the run (None: one for small recurrent steps, see
+    statefulrnn/threads.py); the caller's torch setting is restored afterwards.
     """
+    check_threads(threads)
     if metrics is None:
         metrics = losses.default_metrics(loss)
     opt_name = (
@@ -422,9 +470,33 @@ def fit(
         if isinstance(cb, EarlyStopping) and cb.monitor is None:
             cb.monitor = default_monitor(mode, val is not None)
     world = join_world(distributed, model)  # Local: this process alone; Ranks: torchrun's
-    torch.manual_seed(seed)
-    opt = make_optimizer(optimizer, model.parameters(), lr)
-    step = _Step(model, opt, losses.get_loss(loss), clip)
+    with threads_for(threads, model, cfg.batch_size):
+        history = _train(model, train, val, cfg, optimizer, callbacks, checkpoint, resume,
+                         verbose, world)  # fmt: skip
+    ModelBundle(
+        model,
+        scaling,
+        loss,
+        mode=mode,
+        window=window,
+        fit={
+            "stride": stride,
+            "target": target,
+            "burn_in": burn_in,
+            "backprop": backprop,
+            "val_window": val_window,
+        },
+    ).attach()
+    return history
+
+
+def _train(model, train, val, cfg: TrainConfig, optimizer, callbacks, checkpoint, resume, verbose,
+           world: Local) -> History:  # fmt: skip
+    """The epochs of `fit` (its checks done): optimizer, resume, callbacks, checkpoints."""
+    epochs = cfg.epochs
+    torch.manual_seed(cfg.seed)
+    opt = make_optimizer(optimizer, model.parameters(), cfg.lr)
+    step = _Step(model, opt, losses.get_loss(cfg.loss), cfg.clip)
 
     history, start_epoch = History(), 0
     if checkpoint is not None and resume and world.is_main and has_checkpoint(checkpoint):
@@ -450,20 +522,6 @@ def fit(
             break
     for cb in callbacks:
         cb.on_train_end(model)
-    ModelBundle(
-        model,
-        scaling,
-        loss,
-        mode=mode,
-        window=window,
-        fit={
-            "stride": stride,
-            "target": target,
-            "burn_in": burn_in,
-            "backprop": backprop,
-            "val_window": val_window,
-        },
-    ).attach()
     return history
 
 

@@ -1,0 +1,193 @@
+"""Recurrent engines for one layer over a chunk: PyTorch's fused module, or a lean CPU loop.
+
+`run_layer(layer, x, hx)` is what StatefulRNN calls per layer; it returns what `layer(x, hx)`
+returns (out [B, T, H], h_n [1, B, H] or (h_n, c_n)), computed by the engine `choose` picks:
+
+- "fused": the layer itself (`nn.LSTM`/`nn.GRU`/`nn.RNN`): cuDNN on CUDA, ATen/oneDNN on CPU.
+  Always the choice on CUDA, for float16/bfloat16, and for layers the loop does not cover.
+- "loop": the input projection of the whole chunk as one GEMM ([T·B, F] x [F, G]), then a
+  Python loop over the recurrent part only, inside one autograd Function with a hand-written
+  backward: per step one GEMM and a few in-place elementwise calls, no autograd node per step;
+  after the loop the weight gradient is one GEMM over all steps ([G, T·B] x [T·B, H]).
+
+    # LSTM, one step t (torch's gate order [i, f, g, o]), a = x_t W_ih^T + b (precomputed)
+    #   gates = a_t + h_{t-1} W_hh^T;  i, f, o = sigmoid(.), g = tanh(.)
+    #   c_t = f c_{t-1} + i g;  h_t = o tanh(c_t)
+    # backward, t = T-1 .. 0, with dh = dy_t + dh_{t+1}, dc carried:
+    #   dc += dh o (1 - tanh(c_t)^2);  da_o = dh tanh(c_t) o (1 - o)
+    #   da_i = dc g i (1 - i);  da_f = dc c_{t-1} f (1 - f);  da_g = dc i (1 - g^2)
+    #   dh_{t} <- da W_hh;  dc <- dc f
+
+Measured on this project's 2-core AMD EPYC (torch 2.13 CPU; see benchmarks/bench_vs_keras.py
+for the numbers and their load averages): the loop beats fused nn.LSTM on the CPU for
+training chunks; `choose` keeps the fused module for inference (no gradient), where
+ATen's/oneDNN's forward has no autograd overhead to lose, and on any CUDA device.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import Tensor, nn
+
+ENGINES = ("auto", "fused", "loop")
+LOOP_MIN_WIDTH = 24_576  # lanes x hidden from which the loop beats fused nn.LSTM (training)
+LOOP_MIN_STEPS = 32  # steps per chunk from which it does (fewer: its per-call setup shows)
+_ENV = "STATEFULRNN_ENGINE"  # "fused" or "loop": force one engine (benchmarks, debugging)
+
+
+def loop_covers(layer: nn.Module) -> bool:
+    """Whether the loop engine computes this layer (a plain one-layer LSTM)."""
+    return (
+        type(layer) is nn.LSTM
+        and layer.num_layers == 1
+        and layer.bias
+        and not layer.bidirectional
+        and layer.proj_size == 0
+        and layer.batch_first
+    )
+
+
+def choose(layer: nn.Module, x: Tensor, engine: str | None = None) -> str:
+    """"fused" or "loop" for this layer and chunk.
+
+    The loop when: CPU, float32/float64, a layer it covers, gradients wanted (training), and a
+    chunk large enough (lanes x hidden >= LOOP_MIN_WIDTH, steps >= LOOP_MIN_STEPS); otherwise
+    the fused module. `engine` (or the environment variable STATEFULRNN_ENGINE) forces one
+    where it applies."""
+    forced = engine or os.environ.get(_ENV) or "auto"
+    if forced not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}; received {forced!r}.")
+    if forced == "fused" or x.device.type != "cpu" or not loop_covers(layer):
+        return "fused"
+    if x.dtype not in (torch.float32, torch.float64):
+        return "fused"
+    if forced == "loop":
+        return "loop"
+    batch, steps = x.shape[0], x.shape[1]
+    if batch * layer.hidden_size < LOOP_MIN_WIDTH or steps < LOOP_MIN_STEPS:
+        return "fused"
+    wants_grad = torch.is_grad_enabled() and (
+        x.requires_grad or any(p.requires_grad for p in layer.parameters())
+    )
+    return "loop" if wants_grad else "fused"
+
+
+def run_layer(layer: nn.Module, x: Tensor, hx, engine: str | None = None):
+    """`layer(x, hx)` by the chosen engine: (out [B, T, H], h_n or (h_n, c_n))."""
+    if choose(layer, x, engine) == "fused":
+        return layer(x, hx)
+    return lstm_loop(layer, x, hx)
+
+
+def lstm_loop(layer: nn.LSTM, x: Tensor, hx):
+    """One LSTM layer over x [B, T, F] from hx = (h0, c0) [1, B, H] (None: zeros)."""
+    batch, steps, _ = x.shape
+    h_size = layer.hidden_size
+    if hx is None:
+        h0 = x.new_zeros(batch, h_size)
+        c0 = x.new_zeros(batch, h_size)
+    else:
+        h0, c0 = hx[0][0], hx[1][0]
+    # tanh(z) = 2 sigmoid(2z) - 1: the g rows are doubled here, so one sigmoid call does all
+    # four gates (tanh is several times slower than sigmoid on the CPUs measured)
+    scale = _g_scale(h_size, x)
+    w = torch.cat([layer.weight_ih_l0, layer.weight_hh_l0], dim=1) * scale[:, None]
+    b = (layer.bias_ih_l0 + layer.bias_hh_l0) * scale
+    hs, h_n, c_n = _LSTMLoop.apply(x.transpose(0, 1), w, b, h0, c0)
+    return hs.transpose(0, 1), (h_n.unsqueeze(0), c_n.unsqueeze(0))
+
+
+def _g_scale(h: int, like: Tensor) -> Tensor:
+    scale = torch.ones(4 * h, device=like.device, dtype=like.dtype)
+    scale[2 * h : 3 * h] = 2.0
+    return scale
+
+
+def _tanh(z: Tensor, out: Tensor) -> Tensor:
+    """tanh(z) into `out` as 2 sigmoid(2z) - 1 (several times faster than torch.tanh here)."""
+    return torch.mul(z, 2, out=out).sigmoid_().mul_(2).sub_(1)
+
+
+class _LSTMLoop(torch.autograd.Function):
+    """(x [T, B, F], W [4H, F + H] = [W_ih, W_hh], b [4H], g rows doubled; h0, c0 [B, H])
+    -> (hs [T, B, H], h_T, c_T).
+
+    Keeps, for backward, only each step's input row [x_t, h_{t-1}] and c_t ([T + 1, B, F + H]
+    and [T + 1, B, H]): backward recomputes a step's gates with one GEMM instead of storing
+    [T, B, 4H] of them, so every step works on buffers that stay in cache."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, w: Tensor, b: Tensor, h0: Tensor, c0: Tensor):
+        steps, batch, f_in = x.shape
+        h = h0.shape[1]
+        xh = x.new_empty(steps + 1, batch, f_in + h)  # xh[t] = [x_t, h_{t-1}]; xh[T] = [., h_T]
+        xh[:steps, :, :f_in] = x
+        xh[steps, :, :f_in] = 0
+        xh[0, :, f_in:] = h0
+        cs = x.new_empty(steps + 1, batch, h)
+        cs[0] = c0
+        gates = x.new_empty(batch, 4 * h)
+        g_val, tc = x.new_empty(batch, h), x.new_empty(batch, h)
+        i, f, sg, o = (gates[:, k * h : (k + 1) * h] for k in range(4))
+        w_t = w.t()
+        for t in range(steps):
+            torch.addmm(b, xh[t], w_t, out=gates).sigmoid_()
+            torch.mul(sg, 2, out=g_val).sub_(1)  # tanh of the g gate
+            torch.mul(f, cs[t], out=cs[t + 1]).addcmul_(i, g_val)
+            torch.mul(o, _tanh(cs[t + 1], tc), out=xh[t + 1, :, f_in:])
+        ctx.save_for_backward(xh, cs, w, b)
+        ctx.x_needs_grad = ctx.needs_input_grad[0]
+        hs = xh[1:, :, f_in:]
+        return hs, hs[-1].clone(), cs[steps].clone()
+
+    @staticmethod
+    def backward(ctx, d_out, d_hn, d_cn):
+        xh, cs, w, b = ctx.saved_tensors
+        steps1, batch, fh = xh.shape
+        steps, h = steps1 - 1, cs.shape[2]
+        f_in = fh - h
+        w_t = w.t()
+        gates = xh.new_empty(batch, 4 * h)
+        i, f, sg, o = (gates[:, k * h : (k + 1) * h] for k in range(4))
+        da = xh.new_empty(batch, 4 * h)
+        da_i, da_f, da_g, da_o = (da[:, k * h : (k + 1) * h] for k in range(4))
+        dxh = xh.new_empty(batch, fh)
+        dh = dxh[:, f_in:]
+        if d_hn is None:
+            dh.zero_()
+        else:
+            dh.copy_(d_hn)
+        dc = torch.zeros_like(cs[0]) if d_cn is None else d_cn.clone()
+        dx = xh.new_empty(steps, batch, f_in) if ctx.x_needs_grad else None
+        d_w = torch.zeros_like(w)
+        da_sum = torch.zeros_like(da)
+        tc, tmp = xh.new_empty(batch, h), xh.new_empty(batch, h)
+        for t in range(steps - 1, -1, -1):
+            torch.addmm(b, xh[t], w_t, out=gates).sigmoid_()  # the step's gates, recomputed
+            _tanh(cs[t + 1], tc)
+            if d_out is not None:
+                dh.add_(d_out[t])
+            # da_o = dh tanh(c) o (1 - o)
+            torch.addcmul(o, o, o, value=-1, out=tmp)
+            torch.mul(dh, tc, out=da_o).mul_(tmp)
+            # dc += dh o (1 - tanh(c)^2)
+            torch.addcmul(o, o, tc.square_(), value=-1, out=tmp)
+            dc.addcmul_(dh, tmp)
+            # da_i = dc g i (1 - i), g = 2 sg - 1
+            torch.addcmul(i, i, i, value=-1, out=tmp).mul_(dc)
+            torch.mul(sg, 2, out=da_i).sub_(1).mul_(tmp)
+            # da_f = dc c_{t-1} f (1 - f)
+            torch.addcmul(f, f, f, value=-1, out=tmp).mul_(dc)
+            torch.mul(cs[t], tmp, out=da_f)
+            # da_g' = 2 dc i sg (1 - sg)   (g = 2 sg - 1, sg = sigmoid(a'), a' = 2 a_g)
+            torch.addcmul(sg, sg, sg, value=-1, out=tmp).mul_(dc)
+            torch.mul(i, tmp, out=da_g).mul_(2)
+            dc.mul_(f)
+            d_w.addmm_(da.t(), xh[t])
+            da_sum.add_(da)
+            torch.mm(da, w, out=dxh)  # [dx_t, dh_{t-1}]
+            if dx is not None:
+                dx[t] = dxh[:, :f_in]
+        return dx, d_w, da_sum.sum(0), dh.clone(), dc

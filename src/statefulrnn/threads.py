@@ -1,0 +1,109 @@
+"""How many CPU threads a recurrent call uses: the policy behind every `threads=` argument.
+
+`threads=None` (the default of `fit`, `predict`, `evaluate`, `StreamPool` and of every
+command's `--threads`) means: on the CPU, one intra-op thread when the recurrent step's GEMM is
+small (rows x gates x (inputs + hidden) below SMALL_STEP multiply-adds), torch's own setting
+otherwise; on other devices nothing is changed. An integer uses that many threads. The
+caller's setting is restored afterwards. The decision is made once per call from the shapes,
+never from the machine's load, so the same call gives the same numbers on a busy machine.
+
+Why (2-core AMD EPYC, torch 2.13 CPU; seed-000 shape: LSTM(64), 400 lanes, chunks of 500
+steps, forward + backward of one chunk, interleaved repeats, medians, machine shared with other
+work, load average beside each figure):
+
+    threads   wall ms   CPU ms   (load 7.4 with 1 thread, 13.0 with 2)
+    1         2,599     881
+    2         18,681    6,027      7x the wall time, 7x the CPU: the threads spin and wait
+
+A step of this shape is one [400, 65] x [65, 256] GEMM (6.7M multiply-adds, ~150 us on one
+core) and a few elementwise calls on 25,600 values (below ATen's 32,768-element grain, so
+they run on one thread whatever the setting). A second thread can at best halve the GEMM
+part, and it costs a synchronisation per step; when any other process wants a core, the
+thread that waits for it stalls the step. The issue's measurements (`fit`, seed-000 shape,
+load 4-8): 25-40 s per epoch on torch's default threads, 4.5-5.5 s on one. Larger steps
+(windowed prediction: 4096 rows) keep torch's setting, where the GEMM is worth splitting.
+Beside this, `import statefulrnn` sets OMP_WAIT_POLICY=PASSIVE when nothing set it and torch
+is not loaded yet (`_openmp.py`), so OpenMP threads sleep instead of spinning when they wait.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+
+SMALL_STEP = 1 << 24  # multiply-adds per recurrent step below which one thread is used
+_default: list[int | None] = [None]  # set_default: what threads=None means in this process
+
+
+def get_default() -> int | None:
+    """What `threads=None` means in this process now (None: the policy)."""
+    return _default[0]
+
+
+def set_default(threads: int | None) -> None:
+    """Make `threads=None` mean `threads` in this process (the CLI's --threads); None: the policy."""
+    check(threads)
+    _default[0] = threads
+
+
+def check(threads: int | None, what: str = "threads") -> None:
+    """Raise a clear error unless `threads` is None or an integer >= 1."""
+    if threads is None:
+        return
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"{what} must be None (automatic) or an integer >= 1; received {threads!r}.")
+
+
+def step_work(model: torch.nn.Module, rows: int) -> int:
+    """Multiply-adds of the largest per-step recurrent GEMM of `model` over `rows` lanes."""
+    sizes = []
+    for layer in getattr(model, "layers", ()):
+        w = getattr(layer, "weight_hh_l0", None)
+        w_in = getattr(layer, "weight_ih_l0", None)
+        if w is not None:
+            sizes.append(w.shape[0] * (w.shape[1] + (w_in.shape[1] if w_in is not None else 0)))
+    if not sizes:  # a model of another kind: judge by its parameter count
+        sizes.append(sum(p.numel() for p in model.parameters()))
+    return int(rows) * max(sizes)
+
+
+def choose(threads: int | None, work: int, device: torch.device | str | None = "cpu") -> int | None:
+    """The thread count to set for a call, or None to leave torch's setting alone."""
+    import torch  # here, not at the top: `statefulrnn --help` must not load torch
+
+    check(threads)
+    if threads is None:
+        threads = _default[0]
+    if threads is not None:
+        return threads
+    if torch.device(device if device is not None else "cpu").type != "cpu":
+        return None
+    return 1 if work < SMALL_STEP else None
+
+
+@contextlib.contextmanager
+def using(threads: int | None) -> Iterator[None]:
+    """Run the block with `threads` intra-op threads (None: unchanged); restore afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    if threads is None or threads == before:
+        yield
+        return
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def for_model(
+    threads: int | None, model: torch.nn.Module, rows: int
+) -> contextlib.AbstractContextManager[None]:
+    """`using(...)` with the policy's choice for `model` stepping `rows` lanes."""
+    device = next(model.parameters()).device if any(True for _ in model.parameters()) else "cpu"
+    return using(choose(threads, step_work(model, rows), device))

@@ -1,0 +1,48 @@
+"""The speed benchmarks run and skip cleanly: Keras absent, CUDA absent (numbers are never asserted)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+BENCH = Path(__file__).parent.parent / "benchmarks"
+
+
+def load(name: str):
+    sys.path.insert(0, str(BENCH))
+    try:
+        spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    finally:
+        sys.path.remove(str(BENCH))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="with CUDA the benchmark runs for real")
+def test_gpu_benchmark_says_cuda_is_absent_and_exits_cleanly(capsys, tmp_path):
+    out = tmp_path / "gpu.json"
+    assert load("bench_gpu").main(["--out", str(out)]) == 0
+    assert "CUDA is not available" in capsys.readouterr().out
+    assert not out.exists()
+
+
+def test_keras_benchmark_skips_keras_cleanly_and_writes_its_json(capsys, tmp_path):
+    before = torch.get_num_threads()
+    out = tmp_path / "vs_keras.json"
+    bench = load("bench_vs_keras")
+    result = bench.main(["--quick", "--rounds", "1", "--phase", "busy", "--only", "one_stream",
+                         "--keras-python", str(tmp_path / "no-python"), "--out", str(out)])  # fmt: skip
+    printed = capsys.readouterr().out
+    assert "Keras not found" in printed and "tensorflow-cpu keras" in printed
+    saved = json.loads(out.read_text())
+    assert saved["keras"] is None and result["keras"] is None
+    sides = saved["phases"]["busy"]["one_stream"]["median"]
+    assert set(sides) == {"statefulrnn", "bare_nn_lstmcell"}
+    assert all(v > 0 for v in sides.values())
+    assert torch.get_num_threads() == before

@@ -1,0 +1,151 @@
+"""The recurrent engines (model/engine.py): the CPU loop equals the fused module and the numpy
+reference (float64, 1e-10, gradients included), and the chooser picks what it says."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+import statefulrnn as sr
+from statefulrnn import reference
+from statefulrnn.model import engine
+
+TOL = 1e-10
+
+
+def model_of(layers, f, hidden, o, seed, scale=0.7, cell="lstm"):
+    torch.manual_seed(seed)
+    m = sr.StatefulRNN(f, hidden, o, cell=cell, num_layers=layers, dtype=torch.float64)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.uniform_(-scale, scale)
+    return m
+
+
+def run(model, x, state, reset, which, monkeypatch):
+    """y, final state and every gradient (parameters, x, initial state) by engine `which`."""
+    monkeypatch.setenv("STATEFULRNN_ENGINE", which)
+    model.zero_grad(set_to_none=True)
+    x = x.clone().requires_grad_(True)
+    st0 = None
+    if state is not None:
+        st0 = sr.State(tuple(t.clone().requires_grad_(True) for t in state.tensors), state.names)
+    y, final = model(x, st0, reset)
+    loss = (y.sin() * 1.3).sum() + sum((t**2).sum() * 0.7 for t in final.tensors)
+    loss.backward()
+    grads = [p.grad.clone() for p in model.parameters()] + [x.grad.clone()]
+    if st0 is not None:
+        grads += [t.grad.clone() for t in st0.tensors]
+    return y.detach(), final.detach(), grads
+
+
+@given(
+    st.integers(1, 3),  # layers
+    st.integers(1, 3),  # inputs
+    st.integers(1, 6),  # hidden
+    st.integers(1, 2),  # outputs
+    st.integers(1, 4),  # lanes
+    st.integers(1, 12),  # steps
+    st.booleans(),  # a carried (non-zero) state
+    st.booleans(),  # reset some lanes
+    st.integers(0, 2**16),
+)
+def test_loop_equals_fused_and_reference_with_gradients(
+    layers, f, hidden, o, batch, steps, warm, resets, seed
+):
+    mp = pytest.MonkeyPatch()
+    try:
+        model = model_of(layers, f, hidden, o, seed)
+        rng = np.random.default_rng(seed)
+        x = torch.from_numpy(rng.normal(size=(batch, steps, f)))
+        state = reset = None
+        h0 = c0 = None
+        if warm:
+            h0 = rng.normal(size=(layers, batch, hidden))
+            c0 = rng.normal(size=(layers, batch, hidden))
+            state = sr.State((torch.from_numpy(h0), torch.from_numpy(c0)), ("h", "c"))
+            if resets:
+                mask = rng.random(batch) < 0.5
+                reset = torch.from_numpy(mask)
+                h0, c0 = h0.copy(), c0.copy()
+                h0[:, mask] = 0.0
+                c0[:, mask] = 0.0
+        y_l, fin_l, g_l = run(model, x, state, reset, "loop", mp)
+        y_f, fin_f, g_f = run(model, x, state, reset, "fused", mp)
+        assert (y_l - y_f).abs().max() <= TOL
+        for a, b in zip(fin_l.tensors, fin_f.tensors):
+            assert (a - b).abs().max() <= TOL
+        assert len(g_l) == len(g_f)
+        for a, b in zip(g_l, g_f):
+            assert (a - b).abs().max() <= TOL * max(1.0, b.abs().max().item())
+        trace = reference.forward(reference.weights_of(model), "lstm", x.numpy(), h0=h0, c0=c0)
+        assert np.abs(y_l.numpy() - trace.y).max() <= TOL
+        assert np.abs(fin_l.h.numpy() - trace.final_h).max() <= TOL
+        assert np.abs(fin_l.c.numpy() - trace.final_c).max() <= TOL
+    finally:
+        mp.undo()
+
+
+@pytest.mark.parametrize("backprop", [None, 7])
+def test_fit_on_the_loop_equals_fit_on_the_fused_module(backprop, monkeypatch):
+    """Stateful training over chunks, resets and a k2 > k1 history: the same run either way."""
+    rng = np.random.default_rng(3)
+    lengths = [11, 17, 9, 14, 6]
+    xs = [rng.normal(size=(n, 2)) for n in lengths]
+    ys = [rng.normal(size=(n, 1)) for n in lengths]
+    data = sr.Sequences.from_arrays(xs, ys)
+    runs = {}
+    for which in ("loop", "fused"):
+        monkeypatch.setenv("STATEFULRNN_ENGINE", which)
+        model = model_of(2, 2, 5, 1, seed=1, scale=0.3)
+        h = sr.fit(model, data, window=3, batch_size=2, epochs=2, backprop=backprop, verbose=0,
+                   optimizer="sgd", lr=0.05)  # fmt: skip
+        runs[which] = (h.column("loss"), model.state_dict())
+    np.testing.assert_allclose(runs["loop"][0], runs["fused"][0], rtol=0, atol=TOL)
+    for k, v in runs["fused"][1].items():
+        assert (runs["loop"][1][k] - v).abs().max() <= TOL, k
+
+
+def test_loop_in_float32_is_close_to_fused():
+    torch.manual_seed(0)
+    layer = torch.nn.LSTM(3, 16, batch_first=True)
+    x = torch.randn(5, 40, 3)
+    out_f, (h_f, c_f) = layer(x)
+    out_l, (h_l, c_l) = engine.lstm_loop(layer, x, None)
+    assert (out_f - out_l).abs().max() < 1e-5
+    assert (h_f - h_l).abs().max() < 1e-5 and (c_f - c_l).abs().max() < 1e-5
+
+
+# --------------------------------------------------------------------------- the chooser
+def test_chooser_picks_the_loop_for_large_cpu_training_chunks_only():
+    big = torch.nn.LSTM(1, 64, batch_first=True)
+    x = torch.zeros(400, 500, 1)
+    assert engine.choose(big, x) == "loop"  # the seed-000 shape, training
+    with torch.no_grad():
+        assert engine.choose(big, x) == "fused"  # inference: the fused forward
+    assert engine.choose(big, torch.zeros(4, 500, 1)) == "fused"  # few lanes
+    assert engine.choose(big, torch.zeros(400, 8, 1)) == "fused"  # few steps
+    assert engine.choose(big, x.to(torch.bfloat16)) == "fused"
+    for cls in (torch.nn.GRU, torch.nn.RNN):  # cells the loop does not compute
+        assert engine.choose(cls(1, 64, batch_first=True), x) == "fused"
+    assert engine.choose(torch.nn.LSTM(1, 64, batch_first=True, num_layers=2), x) == "fused"
+    assert engine.choose(big, x, "loop") == "loop" and engine.choose(big, x, "fused") == "fused"
+    with pytest.raises(ValueError, match="engine must be one of"):
+        engine.choose(big, x, "fast")
+
+
+def test_chooser_keeps_the_fused_module_off_the_cpu():
+    """On CUDA (here any non-CPU device) the fused module, cuDNN there, is always the choice."""
+    big = torch.nn.LSTM(1, 64, batch_first=True)
+    x = torch.empty(400, 500, 1, device="meta")
+    assert engine.choose(big, x) == "fused"
+    assert engine.choose(big, x, "loop") == "fused"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_chooser_picks_cudnn_on_cuda():
+    big = torch.nn.LSTM(1, 64, batch_first=True).cuda()
+    assert engine.choose(big, torch.zeros(400, 500, 1, device="cuda")) == "fused"
