@@ -35,9 +35,10 @@ PACKAGE = "statefulrnn"
 
 LAYERS: list[dict[str, tuple[str, ...]]] = [  # unit -> the modules it is made of (prefixes)
     {
-        "package": ("statefulrnn", "statefulrnn._lazy"),  # exact names: see unit_of
+        "package": ("statefulrnn", "statefulrnn._lazy", "statefulrnn._openmp"),  # exact: unit_of
         "records": ("statefulrnn.records",),
         "losses": ("statefulrnn.losses",),
+        "threads": ("statefulrnn.threads",),
     },
     {"data": ("statefulrnn.data",)},
     {"model": ("statefulrnn.model", "statefulrnn.export"), "datasets": ("statefulrnn.datasets",)},
