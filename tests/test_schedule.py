@@ -285,7 +285,12 @@ def test_stateless_stride_window_all_scores_every_step_once(case):
     assert sched.scored_steps == seqs.scored_steps
 
     # non-overlapping windows starting at multiples of window; padding only in a last window
+    # (a sequence with one scored step has one window, anchored: it ends at that step)
     for s, t0, n_real in windows_by_row(sched, seq_of, t_of):
+        scored = np.flatnonzero(seqs[s].w > 0)
+        if len(scored) == 1:
+            assert t0 + n_real == scored[0] + 1 and n_real == min(window, scored[0] + 1)
+            continue
         assert t0 % window == 0
         if n_real < window:
             assert t0 + n_real == seqs.lengths[s]
@@ -317,13 +322,21 @@ def test_stateless_target_last_scores_only_a_windows_last_real_step(case, stride
     last = src[np.arange(len(src)), n_real - 1]
     np.testing.assert_array_equal(w[np.arange(len(src)), n_real - 1], p.w[last])
 
-    # exactly the windows the rule asks for: every start, kept when its last step is scored
+    # exactly the windows the rule asks for: anchored at the last scored step, then every
+    # `stride` steps before it (full windows only), kept when their last step is scored
     expected = []
-    for i, t in enumerate(seqs.lengths):
-        for s0 in window_starts(int(t), window, stride):
-            end = min(s0 + window, t) - 1
+    for i in range(len(seqs)):
+        scored = [t for t, v in enumerate(seqs[i].w) if v > 0]
+        if not scored:
+            continue
+        end = scored[-1]  # the last step of the last window
+        if end + 1 <= window:
+            expected.append((i, 0))
+            continue
+        while end + 1 >= window:
             if seqs[i].w[end] > 0:
-                expected.append((i, int(s0)))
+                expected.append((i, end + 1 - window))
+            end -= stride
     got = sorted((s, t0) for s, t0, _ in windows_by_row(sched, seq_of, t_of))
     assert got == sorted(expected)
 

@@ -17,6 +17,18 @@ for that lane; its last chunk and a lane's idle chunks are padded with weight 0.
 Stateless schedule: windows of `window` steps cut every `stride` steps, shuffled into batches
 of `batch_size`, each window starting from a zero state (reset all True). `target="all"`
 scores every step of a window; `target="last"` only its last real step.
+
+Where a sequence's windows sit. With `target="all"` and several scored steps, windows start
+at 0, stride, 2·stride, ... (a last, padded one reaches the end). With `target="last"`, or a
+sequence with one scored step (many-to-one), they are anchored at the end instead: the last
+window ends at the last scored step, the others `stride`, 2·`stride`, ... before it, so the
+window that scores a target is exactly the one windowed prediction feeds for it, whatever
+the stride:
+
+    # 17 steps, one target at step 16, window 10, stride 10
+    # from the start:  [0..9] [10..16 + 3 padding]   scores 16 after 7 steps: misaligned
+    # anchored:        [7..16]                        scores 16 after 10 steps, as
+    #                                                 predict(mode="windowed", window=10)
 """
 
 from __future__ import annotations
@@ -273,6 +285,25 @@ def window_starts(length: int, window: int, stride: int) -> np.ndarray:
     return starts
 
 
+def window_spans(
+    length: int, window: int, stride: int, anchor: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(starts, stops) of a sequence's windows, steps [start, stop) each.
+
+    `anchor=None`: from the start (`window_starts`), the last window clipped at the end.
+    `anchor=t`: anchored at step t: windows end at t, t - stride, ... (full windows only; one
+    window [0, t] if t < window), so the last window ends exactly at t.
+    """
+    if anchor is None:
+        starts = window_starts(length, window, stride)
+        return starts, np.minimum(starts + window, length)
+    end = anchor + 1
+    if end <= window:
+        return np.zeros(1, dtype=np.int64), np.full(1, end, dtype=np.int64)
+    stops = np.arange(end, window - 1, -stride, dtype=np.int64)[::-1]
+    return stops - window, stops
+
+
 def stateless_schedule(
     seqs: Sequences,
     *,
@@ -286,7 +317,8 @@ def stateless_schedule(
 ) -> Schedule:
     """Lay out one stateless epoch: windows (`stride` apart, default `window`) in batches.
 
-    Windows that score nothing (all weights zero, or a zero weight at the last step with
+    With `target="last"`, and for a sequence with one scored step, windows are anchored at
+    the sequence's last scored step (see the module docstring). Windows that score nothing (all weights zero, or a zero weight at the last step with
     `target="last"`) carry no loss and are left out; no scored step is lost by that.
     """
     _check(window, batch_size)
@@ -298,12 +330,17 @@ def stateless_schedule(
     packed = pack(seqs)
     lengths = np.diff(packed.offsets)
 
-    # One row per window: [start, start + window) of its sequence, clipped at the end.
-    starts = [window_starts(int(t), window, stride) for t in lengths]
-    seq_of_win = np.repeat(np.arange(len(seqs)), [len(s) for s in starts])
-    start = np.concatenate(starts)
+    # One row per window: [start, stop) of its sequence, stop - start <= window.
+    spans = []
+    for i, t in enumerate(lengths.tolist()):
+        scored = np.flatnonzero(packed.w[packed.offsets[i] : packed.offsets[i + 1]] > 0)
+        anchored = len(scored) > 0 and (target == "last" or len(scored) == 1)
+        spans.append(window_spans(t, window, stride, int(scored[-1]) if anchored else None))
+    seq_of_win = np.repeat(np.arange(len(seqs)), [len(a) for a, _ in spans])
+    start = np.concatenate([a for a, _ in spans])
+    stop = np.concatenate([b for _, b in spans])
     pos = start[:, None] + np.arange(window)[None, :]  # [Nw, W] time within the sequence
-    real = pos < lengths[seq_of_win][:, None]
+    real = pos < stop[:, None]
     src = np.where(real, packed.offsets[seq_of_win][:, None] + pos, -1)
 
     w_src = np.where(real, packed.w[np.where(real, src, 0)], 0.0)
