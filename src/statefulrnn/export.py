@@ -1,7 +1,7 @@
 """Export a model's single step to ONNX, with the state as explicit inputs and outputs.
 
 Knows the RecurrentModel interface only (forward, state_spec); needs the optional `onnx`
-extra (`pip install statefulrnn[onnx]`). The exported graph is what a stream server runs
+extra (`pip install onnx onnxruntime`). The exported graph is what a stream server runs
 without Python, one call per step, carrying the state itself:
 
     inputs:   x [B, F],  h [L, B, H] (, c [L, B, H] for LSTM)      one tensor per state name

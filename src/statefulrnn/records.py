@@ -33,6 +33,12 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         raise
 
 
+def usual_mode(path: str | os.PathLike) -> None:
+    """Give a file written by a library that makes it 0600 (safetensors) the usual mode: 0644
+    under umask 022, so a service running as another user can read a model folder."""
+    os.chmod(path, 0o666 & ~_umask())
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

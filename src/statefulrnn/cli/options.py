@@ -11,6 +11,7 @@ be TOML arrays or comma-separated strings. An unknown key is an error that names
 from __future__ import annotations
 
 import difflib
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -118,6 +119,9 @@ CONVERT: dict[str, Any] = {
     "burn_in": _burn_in,
     "backprop": _optional_int,
     "device": _text,
+    "optimizer": _text,
+    "shuffle": _flag,
+    "val_window": _optional_int,
     "batch_size": integer,
     "epochs": integer,
     "cell": _text,
@@ -185,6 +189,16 @@ def require(opts: dict[str, Any], *keys: str) -> None:
 def _flag_name(key: str) -> str:
     positional = {"data": "DATA", "model": "MODEL_DIR"}
     return positional.get(key, "--" + key.replace("_", "-"))
+
+
+def stdout_gone() -> int:
+    """The reader of standard output went away (`statefulrnn predict ... | head`): stop
+    quietly with status 0, as Unix tools do, with no BrokenPipeError traceback (stdout is
+    pointed at /dev/null so the interpreter's final flush has nowhere to fail)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 0
 
 
 def fail(command: str, err: BaseException) -> int:

@@ -19,9 +19,12 @@ time columns as read, then <target>_pred, the prediction made at that row for th
 spreadsheet would run as a formula (starting with = + - @, tab or CR) gets a leading '
 (--no-escape-formulas writes it as it is).
 
-stateful (default): one pass over each sequence carrying state, O(T); the model uses all the
-history before each row. windowed: for every row a fresh pass over the --window rows ending
-there, from a zero state, O(T·window): what a stateless (Keras-style) model does.
+stateful: one pass over each sequence carrying state, O(T); the model uses all the history
+before each row. windowed: for every row a fresh pass over the --window rows ending there,
+from a zero state (or after --burn-in rows), O(T·window): what a stateless (Keras-style)
+model does. The default is the mode the model was trained for: windowed (with the training
+window and burn-in) for a stateless model, stateful otherwise. A bce model's predictions are
+probabilities; a ce model gives the likeliest class and one probability column per class.
 """
 
 EPILOG = """\
@@ -31,7 +34,7 @@ examples:
   statefulrnn predict models/elec new.csv > preds.csv        # no -o: CSV on standard output
 """
 
-DEFAULTS = {"mode": "stateful"}
+DEFAULTS: dict = {}  # mode, window, burn-in: the model's own (its training settings)
 
 
 def add_parser(subparsers) -> None:
@@ -46,13 +49,22 @@ def add_parser(subparsers) -> None:
     p.add_argument("data", nargs="?", metavar="DATA", help="CSV (.csv, .tsv) or Parquet file")
     o.add_config(p)
     p.add_argument(
-        "--mode", choices=["stateful", "windowed"], help="prediction mode (default: stateful)"
+        "--mode",
+        choices=["stateful", "windowed"],
+        help="prediction mode (default: the one the model was trained for)",
     )
     p.add_argument(
         "--window",
         type=o.integer,
         metavar="N",
         help="rows per fresh pass in windowed mode (default: the training window)",
+    )
+    p.add_argument(
+        "--burn-in",
+        type=o._burn_in,
+        metavar="N|all",
+        help="windowed mode: start each pass from the state after N earlier rows (or all of "
+        "them) instead of zero (default: the training burn-in)",
     )
     p.add_argument(
         "-o",
@@ -85,6 +97,7 @@ def run(args) -> int:
             opts["data"],
             mode=opts["mode"],
             window=opts["window"],
+            burn_in=opts["burn_in"],
             out=opts["output"],
             escape_formulas=opts["escape_formulas"] is not False,
             fill=opts["fill"],
@@ -98,7 +111,11 @@ def run(args) -> int:
     if opts["output"] is None:
         if opts["escape_formulas"] is not False:
             frame = spreadsheet_safe(frame)
-        frame.to_csv(sys.stdout, index=False)
+        try:
+            frame.to_csv(sys.stdout, index=False)
+            sys.stdout.flush()
+        except BrokenPipeError:
+            return o.stdout_gone()
     else:
         print(f"wrote {len(frame)} rows to {opts['output']}", file=sys.stderr)
     return 0

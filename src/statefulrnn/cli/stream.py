@@ -221,7 +221,7 @@ def run(args) -> int:
         flush=True,
     )
     wake_r, wake_w = os.pipe()
-    stop = {"signal": None}
+    stop: dict[str, object] = {"signal": None}
 
     def on_signal(signum, frame):
         stop["signal"] = signum
@@ -241,8 +241,14 @@ def run(args) -> int:
             out = answer(service, batch, args.format, limits)
             lines_in += len(out)
             errors += sum("error" in o for o in out)
-            sys.stdout.write("".join(json.dumps(o) + "\n" for o in out))
-            sys.stdout.flush()
+            try:
+                sys.stdout.write("".join(json.dumps(o) + "\n" for o in out))
+                sys.stdout.flush()
+            except BrokenPipeError:  # the reader went away (`| head`): stop, save, no traceback
+                from statefulrnn.cli.options import stdout_gone
+
+                stdout_gone()
+                stop["signal"] = "closed output"
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -253,7 +259,9 @@ def run(args) -> int:
         held = len(service) if args.state else 0
         service.close()  # every answered line was committed before it was answered
         pool.close()
-    how = "stopped by signal" if stop["signal"] is not None else "end of input"
+    how = {None: "end of input", "closed output": "output closed"}.get(
+        stop["signal"], "stopped by signal"
+    )
     saved = f"; {held} streams in {args.state}" if args.state else ""
     print(f"stream: {how}: {lines_in} lines, {errors} errors{saved}", file=sys.stderr)
     return 0

@@ -135,7 +135,19 @@ def add_parser(subparsers) -> None:
     m.add_argument(
         "--layers", type=o.integer, metavar="L", help=f"stacked layers (default: {d['layers']})"
     )
-    m.add_argument("--lr", type=o.number, help=f"Adam learning rate (default: {d['lr']})")
+    m.add_argument(
+        "--optimizer",
+        choices=["adam", "adamw", "rmsprop", "keras-rmsprop", "sgd"],
+        help=f"optimizer (default: {d['optimizer']})",
+    )
+    m.add_argument("--lr", type=o.number, help=f"learning rate (default: {d['lr']})")
+    m.add_argument(
+        "--no-shuffle",
+        dest="shuffle",
+        action="store_false",
+        default=None,
+        help="keep the sequence/window order in every epoch (TOML: shuffle = false)",
+    )
     m.add_argument(
         "--clip",
         type=o._optional_number,
@@ -158,6 +170,12 @@ def add_parser(subparsers) -> None:
         type=o.integer,
         metavar="P",
         help=f"stop after P epochs without a better validation loss; 0: never (default: {d['patience']})",
+    )
+    v.add_argument(
+        "--val-window",
+        type=o._optional_int,
+        metavar="N",
+        help="stateless: window of the windowed validation loss (default: --window)",
     )
     v.add_argument("--out", metavar="MODEL_DIR", help="model folder to write (required)")
     v.add_argument(

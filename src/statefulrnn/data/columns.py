@@ -18,7 +18,7 @@ def pandas():
     try:
         import pandas as pd
     except ImportError:  # pragma: no cover - depends on the install
-        raise ImportError("reading tables needs pandas: pip install 'statefulrnn[data]'") from None
+        raise ImportError("reading tables needs pandas and pyarrow: pip install pandas pyarrow") from None
     return pd
 
 

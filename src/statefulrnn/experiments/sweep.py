@@ -54,7 +54,7 @@ def _optuna():
         import optuna
     except ImportError:
         raise ImportError(
-            "sweeps need Optuna: pip install 'statefulrnn[sweep]' (or pip install optuna)."
+            "sweeps need Optuna: pip install optuna."
         ) from None
     return optuna
 

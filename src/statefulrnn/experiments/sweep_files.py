@@ -21,9 +21,10 @@ from statefulrnn import __version__, records
 SCHEMA = "statefulrnn.sweep/1"
 CONFIG = ("mode", "window", "burn_in", "batch_size", "cell", "hidden", "layers", "lr", "clip")
 CONFIG += ("epochs", "patience")
-# [train] keys of best.toml, in `statefulrnn train --help` order (burn_in has no train option)
-TRAIN_KEYS = ("mode", "window", "batch_size", "epochs", "cell", "hidden", "layers", "lr", "clip")
-TRAIN_KEYS += ("patience", "seed")
+# [train] keys of best.toml, in `statefulrnn train --help` order: every option the space can
+# vary is one `statefulrnn train` takes (burn_in only for the "stateless+burn-in" mode)
+TRAIN_KEYS = ("mode", "window", "burn_in", "batch_size", "epochs", "cell", "hidden", "layers")
+TRAIN_KEYS += ("lr", "clip", "patience", "seed")
 
 
 def rows(study) -> list[dict[str, Any]]:
@@ -135,8 +136,8 @@ def best_toml(best: dict[str, Any], result, target, seed: int, predict: str) -> 
     if best["mode"] == "stateless+burn-in":
         lines.append(
             f"# burn_in = {best['burn_in']}: stateless windows start from the state after "
-            f"{best['burn_in']} earlier steps. `statefulrnn train` has no such option yet; in "
-            f"Python: sr.fit(..., mode='stateless', burn_in={best['burn_in']})."
+            f"{best['burn_in']} earlier steps (in Python: sr.fit(..., mode='stateless', "
+            f"burn_in={best['burn_in']}))."
         )
     if best["mode"] != "stateful" and best["patience"] and predict == "stateful":
         lines.append(
@@ -147,6 +148,8 @@ def best_toml(best: dict[str, Any], result, target, seed: int, predict: str) -> 
     lines.append("[train]")
     values = {k: best.get(k) for k in TRAIN_KEYS}
     values["mode"] = "stateless" if best["mode"].startswith("stateless") else "stateful"
+    if best["mode"] != "stateless+burn-in":
+        values["burn_in"] = None  # drawn only for that mode; `train` refuses it otherwise
     values["seed"] = seed
     if target.kind == "table":
         table = dict(target.table)

@@ -4,7 +4,7 @@
     y, state = model(x)                          # x [B, T, F] -> y [B, T, O], like StatefulRNN
     print(model.describe())                      # each layer and the path it takes
 
-Reads files with zipfile, json and h5py only (`pip install 'statefulrnn[keras]'`); needs no
+Reads files with zipfile, json and h5py only (`pip install h5py`); needs no
 TensorFlow or Keras, and never executes or unpickles anything from the file. Supported:
 InputLayer, SimpleRNN, LSTM, GRU (reset_after True or False), stacked recurrent layers, Dense
 and TimeDistributed(Dense) heads, Dropout (off at inference) and Activation; activations tanh,

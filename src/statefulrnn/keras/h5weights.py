@@ -20,7 +20,7 @@ def h5py_module():
     try:
         import h5py
     except ImportError as e:  # pragma: no cover - h5py is in the `keras` extra
-        raise ImportError("reading Keras files needs h5py: pip install 'statefulrnn[keras]'") from e
+        raise ImportError("reading Keras files needs h5py: pip install h5py") from e
     return h5py
 
 

@@ -171,6 +171,7 @@ class RecurrentModel(nn.Module):
             "identity": self.identity(),
         }
         save_file(tensors, str(folder / WEIGHTS))
+        records.usual_mode(folder / WEIGHTS)
         records.atomic_write_json(folder / MODEL_JSON, meta)
         if extra is not None:
             records.atomic_write_json(folder / EXTRA_JSON, extra)

@@ -36,12 +36,15 @@ class TableTrainConfig:
     target: str = "all"  # stateless: score "all" steps of a window, or the "last" only
     burn_in: int | str | None = None  # stateless: steps run (no gradient) before each window
     backprop: int | None = None  # stateful: k2 >= window steps of gradient per chunk
+    val_window: int | None = None  # stateless: window of the windowed validation (None: window)
     batch_size: int = 32  # lanes (stateful) or windows (stateless) per optimizer step
     epochs: int = 20  # at most; early stopping may end sooner
     cell: str = "lstm"  # a registered cell: model/cells/
     hidden: int = 64  # hidden units per layer
     layers: int = 1  # stacked recurrent layers
-    lr: float = 1e-3  # Adam's learning rate
+    optimizer: str = "adam"  # "adam", "adamw", "rmsprop", "keras-rmsprop", "sgd"
+    lr: float = 1e-3  # the optimizer's learning rate
+    shuffle: bool = True  # shuffle sequence (stateful) or window (stateless) order per epoch
     val: float = 0.2  # fraction of each id's tail held out; 0: no validation
     patience: int = 5  # epochs without a better validation loss before stopping; 0: never
     clip: float | None = 1.0  # max gradient norm; None: no clipping

@@ -28,7 +28,7 @@ def error_by_step_figure(curves: dict[str, np.ndarray], *, title: str = "error b
     try:
         from matplotlib.figure import Figure
     except ImportError:  # pragma: no cover - depends on the install
-        raise ImportError("plots need matplotlib: pip install 'statefulrnn[report]'") from None
+        raise ImportError("plots need matplotlib: pip install matplotlib") from None
     fig = Figure(figsize=(8, 4.2))
     ax = fig.add_subplot()
     for name, curve in curves.items():

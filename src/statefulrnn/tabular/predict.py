@@ -43,13 +43,13 @@ def _read(bundle: Bundle, data, *, targets: bool, **read) -> TableSequences:
 
 
 def outputs(
-    bundle: Bundle, seqs, mode: str | None = None, window: int | None = None
+    bundle: Bundle, seqs, mode: str | None = None, window: int | None = None, burn_in=None
 ) -> list[np.ndarray]:
     """Per-sequence outputs [T_i, O] in the targets' units (probabilities for bce/ce); `mode`
-    defaults to the one the model was trained for."""
+    defaults to the one the model was trained for, `burn_in` (windowed) to the training one."""
     if mode is not None and mode not in MODES:
         raise ValueError(f"unknown prediction mode {mode!r}; choose one of {MODES}.")
-    return bundle.core.predict(seqs, mode=mode, window=window or bundle.window)
+    return bundle.core.predict(seqs, mode=mode, window=window or bundle.window, burn_in=burn_in)
 
 
 def pred_columns(bundle: Bundle) -> list[str]:
@@ -74,6 +74,7 @@ def predict_table(
     *,
     mode: str | None = None,
     window: int | None = None,
+    burn_in: int | str | None = None,
     out=None,
     escape_formulas: bool = True,
     **read,
@@ -88,7 +89,7 @@ def predict_table(
         check_output(out, data)  # before the work, not after it
     bundle = load_bundle(model_dir)
     seqs = _read(bundle, data, targets=False, **read)
-    preds = user_columns(bundle, outputs(bundle, seqs, mode, window))
+    preds = user_columns(bundle, outputs(bundle, seqs, mode, window, burn_in))
     frame = seqs.frame(preds, pred_columns(bundle))
     if out is not None:
         write_table(frame, out, escape_formulas=escape_formulas)

@@ -64,6 +64,7 @@ def save_checkpoint(
     def write(tmp: Path) -> None:
         model.write_files(tmp, extra={"train_config": trainer.get("config", {})})
         save_file(opt_tensors, str(tmp / OPTIMIZER_TENSORS))
+        records.usual_mode(tmp / OPTIMIZER_TENSORS)
         records.atomic_write_json(tmp / OPTIMIZER_JSON, opt_plain)
         records.atomic_write_json(tmp / TRAINER_JSON, trainer)
         history.save(tmp / HISTORY_JSON)
