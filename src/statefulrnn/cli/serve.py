@@ -128,8 +128,8 @@ def run(args) -> int:
         from statefulrnn.streams.http import JsonLogFormatter
     except ImportError as err:
         print(
-            f"serve: {err.name} is not installed; install the server extra: "
-            "pip install 'statefulrnn[serve]'",
+            f"serve: {err.name} is not installed; install the server packages: "
+            "pip install starlette uvicorn websockets prometheus-client",
             file=sys.stderr,
         )
         return 2

@@ -74,7 +74,7 @@ class RedisStore(StateStore):
             import redis
         except ImportError:
             raise ImportError(
-                "--redis needs the redis package: pip install 'statefulrnn[serve]'"
+                "--redis needs the redis package: pip install redis"
             ) from None
         self._redis_errors = (redis.RedisError, OSError)
         self.where = f"{url} (prefix {prefix!r})"
