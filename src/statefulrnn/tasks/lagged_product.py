@@ -32,7 +32,7 @@ PARAMS = {
     "n_test": Param(5000, 250, "fresh test series"),
     "n_test_windowed": Param(200, 50, "test series also predicted windowed (O(T·window) each)"),
     "hidden": Param(64, 64, "LSTM units"),
-    "epochs": Param(100, 4, "epochs (the seed's budget)"),
+    "epochs": Param(100, 40, "epochs (the seed's budget)"),
     "batch_size": Param(400, 100, "the seed's batch size"),
     "window": Param(500, 500, "the seed's stateful chunk length"),
 }

@@ -24,7 +24,7 @@ PARAMS = {
     "tsteps": Param(2, 2, "the target is the mean of the last tsteps inputs"),
     "lahead": Param(1, 1, "the window a stateless model sees (the seed's lahead)"),
     "hidden": Param(20, 20, "LSTM units"),
-    "epochs": Param(10, 3, "epochs of the seed's recipes"),
+    "epochs": Param(10, 6, "epochs of the seed's recipes"),
     "epochs_recommended": Param(150, 60, "epochs of statefulrnn's recipe"),
     "burn_in": Param(10, 10, "burn-in steps before each stateless window of lahead"),
     "backprop": Param(4, 4, "k2 of the stateful run that updates every lahead steps"),
