@@ -164,3 +164,17 @@ def test_compare_usage_errors(capsys):
     assert main(["compare", "sine", "--only", "nope", "--set", "cycles=5"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no configuration 'nope'" in err
+
+
+def test_seed_changes_the_model_not_only_the_data(tmp_path):
+    """sine's data is the same for every --seed; another --seed must still train another model."""
+    losses = []
+    for seed in (0, 1):
+        out = tmp_path / str(seed)
+        args = ["compare", "sine", "--quick", "--out", str(out), "-q", "--seed", str(seed)]
+        args += ["--only", "stateless-h4", *sum((["--set", s] for s in TINY["sine"]), [])]
+        assert main(args) == 0
+        results = json.loads((out / "results.json").read_text())
+        assert results["configs"]["stateless-h4"]["settings"]["seed"] == seed
+        losses.append(results["configs"]["stateless-h4"]["history"][0]["loss"])
+    assert losses[0] != losses[1]

@@ -124,10 +124,21 @@ def _history_to_target_units(history, variance: float) -> None:
 
 
 def run_config(
-    cfg: Config, data: TaskData, *, verbose: int, windowed_limit: int | None, device=None
+    cfg: Config,
+    data: TaskData,
+    *,
+    verbose: int,
+    windowed_limit: int | None,
+    device=None,
+    run_seed: int = 0,
 ) -> dict[str, Any]:
-    """Train one configuration and evaluate it in both prediction modes."""
-    torch.manual_seed(cfg.seed)
+    """Train one configuration and evaluate it in both prediction modes.
+
+    `run_seed` (compare's --seed) shifts the configuration's initialisation and order seed as
+    it shifts the data's, so another --seed is another run, not the same model on new data.
+    """
+    seed = cfg.seed + run_seed
+    torch.manual_seed(seed)
     model = StatefulRNN(
         input_size=data.train.num_features,
         output_size=data.train.num_outputs,
@@ -151,7 +162,7 @@ def run_config(
             scaling.apply(win_in, targets=False),
         )
     t0, c0 = time.perf_counter(), time.process_time()
-    history = fit(model, train, val, seed=cfg.seed, verbose=verbose, **fit_args)
+    history = fit(model, train, val, seed=seed, verbose=verbose, **fit_args)
     train_seconds, train_cpu = time.perf_counter() - t0, time.process_time() - c0
     if scaling is not None:
         _history_to_target_units(history, float(np.mean(scaling.y.std**2)))
@@ -175,7 +186,7 @@ def run_config(
             "fit": cfg.fit,
             "predict_window": cfg.predict_window,
             "predict_burn_in": cfg.predict_burn_in,
-            "seed": cfg.seed,
+            "seed": seed,
             "parameters": sum(p.numel() for p in model.parameters()),
         },
         "history": list(history),
@@ -266,6 +277,7 @@ def run_task(
             verbose=verbose,
             windowed_limit=_windowed_series(cfg, data, limit, quick),
             device=device,
+            run_seed=seed,
         )
         log(f"[{task.name}]   {config_line(results['configs'][cfg.name], data.metric)}")
     results["claims"] = [
