@@ -12,7 +12,7 @@ from statefulrnn.cli import distributed
 
 EPILOG = """examples:
   statefulrnn compare first-bit --quick           a small run in well under a minute
-  statefulrnn compare --all --quick               every task, about 3 minutes on 2 cores
+  statefulrnn compare --all --quick               every task, about 2 minutes on 2 quiet cores
   statefulrnn compare sine --set epochs=200       change a task parameter (see `statefulrnn tasks`)
   statefulrnn compare moving-average --only stateful-seed,stateless-seed
 

@@ -82,8 +82,8 @@ def needs_full_run(claim: str, seed_value: str, results: dict, name: str) -> Cla
     return Claim(
         claim,
         seed_value,
-        f"not run by --quick: {skipped['label']} needs the seed's full settings{about}; "
-        f"run `statefulrnn compare {results['task']} --only {name}`",
+        f"not run by --quick: {skipped['label']} needs the full settings{about}; "
+        f"run: statefulrnn compare {results['task']} --only {name}",
         NEEDS_FULL_RUN,
         minutes,
     )
