@@ -254,7 +254,7 @@ def _affine(a, mean: np.ndarray, std: np.ndarray, *, invert: bool):
         m = torch.as_tensor(mean, dtype=a.dtype, device=a.device)
         s = torch.as_tensor(std, dtype=a.dtype, device=a.device)
         return a * s + m if invert else (a - m) / s
-    a = np.asarray(a)
-    dtype = a.dtype if a.dtype.kind == "f" else np.float64
-    m, s = mean.astype(dtype), std.astype(dtype)
-    return a * s + m if invert else (a - m) / s
+    arr = np.asarray(a)
+    dtype = arr.dtype if arr.dtype.kind == "f" else np.float64
+    mean_a, std_a = mean.astype(dtype), std.astype(dtype)
+    return arr * std_a + mean_a if invert else (arr - mean_a) / std_a

@@ -60,6 +60,11 @@ class _UserStep(nn.Module):
     """_Step in the user's units: x standardized on the way in, y linked and unscaled out
     (the bundle's numbers held as buffers, so they are constants of the graph)."""
 
+    x_mean: Tensor  # the buffers registered in __init__, named for the type checker
+    x_std: Tensor
+    y_mean: Tensor
+    y_std: Tensor
+
     def __init__(self, step: _Step, bundle: ModelBundle, dtype: torch.dtype):
         super().__init__()
         self.step, self.link = step, bundle.link

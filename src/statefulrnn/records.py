@@ -165,7 +165,7 @@ def clean_orphans(final: str | os.PathLike) -> list[Path]:
     """Remove temporary folders that killed saves of `final` left beside it (ours, by their
     marker, and their writer's process gone). Returns what was removed."""
     final = Path(final)
-    removed = []
+    removed: list[Path] = []
     if not final.parent.is_dir():
         return removed
     for tmp in final.parent.glob(f".{final.name}.*.tmp"):

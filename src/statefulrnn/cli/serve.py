@@ -82,7 +82,7 @@ def build(args):
     """(service, app) for these options; raises OSError/ValueError with a clear message."""
     from statefulrnn.bundle import load_bundle
     from statefulrnn.streams import StreamPool
-    from statefulrnn.streams.durable import MemoryStore, SQLiteStore
+    from statefulrnn.streams.durable import MemoryStore, SQLiteStore, StateStore
     from statefulrnn.streams.http import make_app
     from statefulrnn.streams.service import StreamService
 
@@ -97,6 +97,7 @@ def build(args):
             "--capacity evicts streams from memory; give --state or --redis to keep them"
         )
     bundle = load_bundle(args.model)  # the network and the user's units (scaling, link)
+    store: StateStore
     if args.state:
         store = SQLiteStore(args.state, synchronous=args.sync)
     elif args.redis:

@@ -153,9 +153,10 @@ def answer(
         if res.error is not None:
             out[pos] = {"line": n, "error": f"line {n}: {res.error}"}
         else:
-            out[pos] = {"line": n, "id": req.sid, "y": res.y[0].tolist()}
+            answer = {"line": n, "id": req.sid, "y": res.y[0].tolist()}
             if res.replayed:
-                out[pos]["replayed"] = True
+                answer["replayed"] = True
+            out[pos] = answer
     return [o for o in out if o is not None]
 
 
@@ -221,7 +222,7 @@ def run(args) -> int:
         flush=True,
     )
     wake_r, wake_w = os.pipe()
-    stop: dict[str, object] = {"signal": None}
+    stop: dict[str, int | str | None] = {"signal": None}
 
     def on_signal(signum, frame):
         stop["signal"] = signum
@@ -259,9 +260,8 @@ def run(args) -> int:
         held = len(service) if args.state else 0
         service.close()  # every answered line was committed before it was answered
         pool.close()
-    how = {None: "end of input", "closed output": "output closed"}.get(
-        stop["signal"], "stopped by signal"
-    )
+    endings: dict[int | str | None, str] = {None: "end of input", "closed output": "output closed"}
+    how = endings.get(stop["signal"], "stopped by signal")
     saved = f"; {held} streams in {args.state}" if args.state else ""
     print(f"stream: {how}: {lines_in} lines, {errors} errors{saved}", file=sys.stderr)
     return 0

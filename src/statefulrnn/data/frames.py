@@ -115,7 +115,9 @@ class TableSequences(Sequences):
         if not 0.0 < fraction < 1.0:
             raise ValueError(f"the validation fraction must be in (0, 1); received {fraction}.")
         h = self.spec.horizon if self.spec.targets else 0
-        tr, va = ([], [], [], [], []), ([], [], [], [], [])
+        # x, y, w, rows, keys of every id: training head, whole sequence for validation
+        tr: tuple[list[np.ndarray], ...] = ([], [], [], [], [])
+        va: tuple[list[np.ndarray], ...] = ([], [], [], [], [])
         for i, (x, y, w) in enumerate(zip(self.xs, self.ys, self.ws)):
             t_len = x.shape[0]
             n_train = int(np.floor((1.0 - fraction) * t_len))
@@ -330,8 +332,8 @@ def from_frame(
                 w[: n - h] = block[h:, wi]
             w[n - h :] = 0.0
             if (w < 0).any():
-                r = int(order[s + h + int(np.argmax(w < 0))])
-                raise ValueError(f"{where(r)}, column {weight!r}: weights must be >= 0.")
+                bad_row = int(order[s + h + int(np.argmax(w < 0))])
+                raise ValueError(f"{where(bad_row)}, column {weight!r}: weights must be >= 0.")
             if not (w > 0).any():
                 raise ValueError(
                     f"{source}: id {ident!r} has every weight zero: none of its rows is scored."

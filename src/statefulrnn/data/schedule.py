@@ -34,6 +34,7 @@ the stride:
 from __future__ import annotations
 
 import heapq
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -106,14 +107,13 @@ class Schedule:
 
     def to(self, device=None, dtype: torch.dtype | None = None) -> Schedule:
         """The same schedule with its tensors on `device` (one transfer for the whole epoch)."""
-        cast = {} if dtype is None else {"dtype": dtype}
         return Schedule(
             self.mode,
             self.window,
             self.batch_size,
-            self.x.to(device, **cast),
-            self.y.to(device, **cast),
-            self.w.to(device, **cast),
+            self.x.to(device, dtype=dtype),  # dtype None: kept
+            self.y.to(device, dtype=dtype),
+            self.w.to(device, dtype=dtype),
             self.reset.to(device),
             self.source,
             self.bounds,
@@ -225,7 +225,7 @@ def stateful_schedule(
     *,
     window: int,
     batch_size: int,
-    seed: int | None = 0,
+    seed: int | Sequence[int] | None = 0,
     shuffle: bool = True,
     dtype: torch.dtype = torch.float32,
 ) -> Schedule:
@@ -256,7 +256,8 @@ def stateful_schedule(
 
     reset = np.zeros(rows, dtype=bool)
     reset[first * batch_size + lane] = True
-    r = reset.reshape(n_chunks, batch_size)
+    reset_t = torch.from_numpy(reset)
+    r = reset_t.view(n_chunks, batch_size)
     return Schedule(
         "stateful",
         window,
@@ -264,7 +265,7 @@ def stateful_schedule(
         x,
         y,
         w,
-        torch.from_numpy(reset),
+        reset_t,
         source,
         list(range(0, rows + 1, batch_size)),
         r.any(1).tolist(),
@@ -311,7 +312,7 @@ def stateless_schedule(
     batch_size: int,
     stride: int | None = None,
     target: str = "all",
-    seed: int | None = 0,
+    seed: int | Sequence[int] | None = 0,
     shuffle: bool = True,
     dtype: torch.dtype = torch.float32,
 ) -> Schedule:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -54,6 +55,8 @@ class Sequences:
     Build with `Sequences.from_arrays(xs, ys, weights=None)`. Indexing gives an `Item`
     (or a `Sequences` for a slice or an index list); iteration yields `Item`s.
     """
+
+    _packed: Any = None  # data.schedule.pack's cache: every step back to back, built on first use
 
     def __init__(self, xs: list[np.ndarray], ys: list[np.ndarray], ws: list[np.ndarray]):
         self.xs, self.ys, self.ws = xs, ys, ws

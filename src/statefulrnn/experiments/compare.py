@@ -58,7 +58,7 @@ def _example_indices(test: Sequences, loss: str, count: int) -> list[int]:
     first = [float(y[0, 0]) >= 0.5 for y in test.ys]
     ones = [i for i, f in enumerate(first) if f]
     zeros = [i for i, f in enumerate(first) if not f]
-    out = []
+    out: list[int] = []
     while len(out) < min(count, len(test)) and (ones or zeros):
         for group in (ones, zeros):
             if group and len(out) < count:
@@ -164,8 +164,9 @@ def run_config(
     t0, c0 = time.perf_counter(), time.process_time()
     history = fit(model, train, val, seed=seed, verbose=verbose, **fit_args)
     train_seconds, train_cpu = time.perf_counter() - t0, time.process_time() - c0
-    if scaling is not None:
-        _history_to_target_units(history, float(np.mean(scaling.y.std**2)))
+    y_scale = None if scaling is None else scaling.y  # the targets' standardizer
+    if y_scale is not None:
+        _history_to_target_units(history, float(np.mean(y_scale.std**2)))
 
     c0 = time.process_time()
     t0 = time.perf_counter()
@@ -175,8 +176,8 @@ def run_config(
     win = windowed_outputs(model, win_in, window=cfg.predict_window, burn_in=cfg.predict_burn_in)
     win_seconds = time.perf_counter() - t0
     predict_cpu = time.process_time() - c0
-    if scaling is not None:
-        st, win = scaling.y.invert(st), scaling.y.invert(win)
+    if y_scale is not None:
+        st, win = y_scale.invert(st), y_scale.invert(win)
     st_on_win = st[: pack(win_test).offsets[-1]]
     return {
         "label": cfg.label,

@@ -294,7 +294,8 @@ def sweep(
     url = storage or f"sqlite:///{(out / 'sweeps.db').resolve()}"
     name = study or target.name
 
-    epochs = sp["epochs"].get("fixed", sp["epochs"].get("low", 1))
+    epochs_dim = sp["epochs"]
+    epochs = int(epochs_dim["fixed"] if "fixed" in epochs_dim else epochs_dim.get("low", 1))
     with warnings.catch_warnings():  # `group` is "experimental" in Optuna
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         sampler = optuna.samplers.TPESampler(
@@ -306,7 +307,7 @@ def sweep(
             seed=int(np.random.SeedSequence([seed, os.getpid()]).generate_state(1)[0]),
         )
     pruner = optuna.pruners.MedianPruner(
-        n_startup_trials=max(3, min(5, trials // 5)), n_warmup_steps=max(1, int(epochs) // 4)
+        n_startup_trials=max(3, min(5, trials // 5)), n_warmup_steps=max(1, epochs // 4)
     )
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # our own line per trial instead

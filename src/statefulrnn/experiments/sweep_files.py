@@ -19,11 +19,11 @@ from typing import Any
 from statefulrnn import __version__, records
 
 SCHEMA = "statefulrnn.sweep/1"
-CONFIG = ("mode", "window", "burn_in", "batch_size", "cell", "hidden", "layers", "lr", "clip")
+CONFIG: tuple[str, ...] = ("mode", "window", "burn_in", "batch_size", "cell", "hidden", "layers", "lr", "clip")
 CONFIG += ("epochs", "patience")
 # [train] keys of best.toml, in `statefulrnn train --help` order: every option the space can
 # vary is one `statefulrnn train` takes (burn_in only for the "stateless+burn-in" mode)
-TRAIN_KEYS = ("mode", "window", "burn_in", "batch_size", "epochs", "cell", "hidden", "layers")
+TRAIN_KEYS: tuple[str, ...] = ("mode", "window", "burn_in", "batch_size", "epochs", "cell", "hidden", "layers")
 TRAIN_KEYS += ("lr", "clip", "patience", "seed")
 
 
@@ -181,8 +181,8 @@ def results(result, target, space, about) -> dict[str, Any]:
     ends = [r["finished"] for r in done if r["finished"]]
     wall = None
     if starts and ends:
-        wall = dt.datetime.fromisoformat(max(ends)) - dt.datetime.fromisoformat(min(starts))
-        wall = wall.total_seconds()
+        span = dt.datetime.fromisoformat(max(ends)) - dt.datetime.fromisoformat(min(starts))
+        wall = span.total_seconds()
     best = result.best
     return {
         "schema": SCHEMA,

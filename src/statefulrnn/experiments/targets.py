@@ -83,7 +83,7 @@ def table_target(path: str | Path, options: dict[str, Any]) -> Target:
             f"a sweep scores each trial on a validation tail, so val must be in (0, 1); "
             f"received {opts['val']}."
         )
-    read = {k: opts.get(k) for k in TABLE_OPTIONS}
+    read: dict[str, Any] = {k: opts.get(k) for k in TABLE_OPTIONS}
     read["features"], read["targets"] = tuple(read["features"]), tuple(read["targets"])
     read["drop"], read["sort"] = bool(read["drop"]), bool(read["sort"])
     seqs = read_sequences(path, **read)

@@ -128,6 +128,8 @@ def run_trial(
     except TrainingDiverged as err:
         raise Hopeless(f"diverged: {str(err).split(';')[0]}", 0) from None
     kept = history.best("objective") if cfg["patience"] > 0 else history.last
+    if not kept:  # no epoch with a finite objective to keep
+        raise Hopeless("no epoch ended with a finite validation objective", len(history))
     out: dict[str, Any] = {
         "value": kept["objective"],
         "epochs_run": len(history),

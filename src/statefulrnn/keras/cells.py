@@ -96,17 +96,17 @@ class FusedRecurrent(nn.Module):
     def set_keras(self, kernel: np.ndarray, recurrent_kernel: np.ndarray, bias=None) -> None:
         kind, n = self.spec["type"], GATES[self.spec["type"]]
         order = GRU_TO_TORCH if kind == "GRU" else list(range(n))
-        r = self.rnn
-        r.weight_ih_l0.copy_(_blocks(_tensor(kernel.T, r.weight_ih_l0), order, n))
-        r.weight_hh_l0.copy_(_blocks(_tensor(recurrent_kernel.T, r.weight_hh_l0), order, n))
+        p = dict(self.rnn.named_parameters())
+        p["weight_ih_l0"].copy_(_blocks(_tensor(kernel.T, p["weight_ih_l0"]), order, n))
+        p["weight_hh_l0"].copy_(_blocks(_tensor(recurrent_kernel.T, p["weight_hh_l0"]), order, n))
         if bias is None:
             return
         if kind == "GRU":  # reset_after=True: row 0 input bias, row 1 recurrent bias
-            r.bias_ih_l0.copy_(_blocks(_tensor(bias[0], r.bias_ih_l0), order, n))
-            r.bias_hh_l0.copy_(_blocks(_tensor(bias[1], r.bias_hh_l0), order, n))
+            p["bias_ih_l0"].copy_(_blocks(_tensor(bias[0], p["bias_ih_l0"]), order, n))
+            p["bias_hh_l0"].copy_(_blocks(_tensor(bias[1], p["bias_hh_l0"]), order, n))
         else:
-            r.bias_ih_l0.copy_(_tensor(bias, r.bias_ih_l0))
-            r.bias_hh_l0.zero_()
+            p["bias_ih_l0"].copy_(_tensor(bias, p["bias_ih_l0"]))
+            p["bias_hh_l0"].zero_()
 
     def extra_repr(self) -> str:
         return f"{self.spec['name']!r}: fused nn.{self.rnn.__class__.__name__}"
@@ -158,6 +158,7 @@ class StepRecurrent(nn.Module):
             if kind == "SimpleRNN":
                 h = self.act(xt + h @ rk)
             elif kind == "LSTM":
+                assert c is not None  # LSTM's state has a cell part (for the type checker)
                 i, f, g, o = (xt + h @ rk).chunk(4, dim=-1)
                 c = self.rec_act(f) * c + self.rec_act(i) * self.act(g)
                 h = self.rec_act(o) * self.act(c)
@@ -175,7 +176,7 @@ class StepRecurrent(nn.Module):
                 h = z * h + (1 - z) * self.act(x_h + (r * h) @ rk[:, 2 * u :])
             outs.append(h)
         y = torch.stack(outs, dim=1) if outs else xp[..., :u] * 0
-        new = (h.unsqueeze(0), c.unsqueeze(0)) if kind == "LSTM" else (h.unsqueeze(0),)
+        new = (h.unsqueeze(0),) if c is None else (h.unsqueeze(0), c.unsqueeze(0))
         return y, new
 
     def extra_repr(self) -> str:

@@ -107,6 +107,8 @@ def _chain_of(model_config: dict[str, Any]) -> list[KerasLayer]:
             f"model class {cls!r} is not supported: only Sequential and single-chain functional "
             "models are (a subclassed model's forward pass is Python code, which is never run)."
         )
+    if not isinstance(cfg, dict):
+        raise KerasImportError(f"the {cls} model's config is not a JSON object.")
     layers = {(_layer(d)).name: d for d in cfg.get("layers", [])}
     first = _endpoint(cfg.get("input_layers"), "input")
     last = _endpoint(cfg.get("output_layers"), "output")

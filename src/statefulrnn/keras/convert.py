@@ -154,6 +154,7 @@ def _recurrent(layer, arrays, features, keras3, is_last_recurrent):
         f"{units} units x {gates} gate(s) of {units} units",
     )
     if use_bias:
+        shape: tuple[int, ...]
         if cls == "GRU" and spec["reset_after"]:
             shape, why = (2, 3 * units), "GRU reset_after=True: input and recurrent biases"
         else:

@@ -77,7 +77,12 @@ class KerasRNN(RecurrentModel):
     # ------------------------------------------------------------- state layout
     def _layout(self) -> None:
         rec = [self.specs[i] for i in self.recurrent]
-        part_names = [("h", "c") if n_parts(s) == 2 else ("h",) for s in rec]
+        part_names: list[tuple[str, ...]] = [
+            ("h", "c") if n_parts(s) == 2 else ("h",) for s in rec
+        ]
+        self._names: tuple[str, ...]
+        self._shapes: list[tuple[int, int]]
+        self._slots: list[list[tuple[int, int]]]
         self.stacked = len({(p, s["units"]) for p, s in zip(part_names, rec)}) == 1
         if self.stacked:  # like StatefulRNN: one [L, B, U] tensor per part
             self._names = part_names[0]
@@ -102,7 +107,8 @@ class KerasRNN(RecurrentModel):
         """x [B, T, F], reset [B] bool -> y [B, T, O], next state."""
         self.check_input(x)
         state = self.start_state(state, reset, x.shape[0])
-        out, new_parts = x, []
+        out = x
+        new_parts: list[tuple[Tensor, ...]] = []
         for i, block in enumerate(self.blocks):
             if i in self.recurrent:
                 slots = self._slots[len(new_parts)]
@@ -125,6 +131,7 @@ class KerasRNN(RecurrentModel):
     def load_keras_weights(self, weights: list[dict[str, np.ndarray]]) -> KerasRNN:
         """Copy Keras-layout arrays (one dict per layer: kernel, recurrent_kernel, bias) in."""
         for block, w in zip(self.blocks, weights):
+            assert isinstance(block, (FusedRecurrent, StepRecurrent, DenseHead, Elementwise))
             block.set_keras(**w)
         return self
 

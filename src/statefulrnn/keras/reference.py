@@ -16,6 +16,8 @@ and the Dense after it sees [B, U]).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 
@@ -28,7 +30,7 @@ def _softmax(a):
     return e / e.sum(axis=-1, keepdims=True)
 
 
-ACT = {
+ACT: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "tanh": np.tanh,
     "sigmoid": _sigmoid,
     "relu": lambda a: np.maximum(a, 0.0),
@@ -45,8 +47,8 @@ def _recurrent(spec, w, x, state):
     act = ACT[spec["activation"]]
     ra = ACT[spec.get("recurrent_activation", "linear")]
     k, r = w["kernel"].astype(np.float64), w["recurrent_kernel"].astype(np.float64)
-    b = w.get("bias")
-    b = None if b is None else b.astype(np.float64)
+    b_raw = w.get("bias")
+    b = None if b_raw is None else b_raw.astype(np.float64)
     h = state[0].copy()
     c = state[1].copy() if kind == "LSTM" else None
     outs = []
@@ -65,7 +67,7 @@ def _recurrent(spec, w, x, state):
             mx = xt @ k + b_in
             xz, xr, xh = mx[:, :u], mx[:, u : 2 * u], mx[:, 2 * u :]
             if spec["reset_after"]:
-                mh = h @ r + (b[1] if two else 0)
+                mh = h @ r + (b[1] if two and b is not None else 0)
                 z = ra(xz + mh[:, :u])
                 rr = ra(xr + mh[:, u : 2 * u])
                 hh = act(xh + rr * mh[:, 2 * u :])

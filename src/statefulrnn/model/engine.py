@@ -27,6 +27,7 @@ ATen's/oneDNN's forward has no autograd overhead to lose, and on any CUDA device
 from __future__ import annotations
 
 import os
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -66,7 +67,8 @@ def choose(layer: nn.Module, x: Tensor, engine: str | None = None) -> str:
     if forced == "loop":
         return "loop"
     batch, steps = x.shape[0], x.shape[1]
-    if batch * layer.hidden_size < LOOP_MIN_WIDTH or steps < LOOP_MIN_STEPS:
+    hidden = cast(int, layer.hidden_size)  # torch types a Module's attributes as Tensor | Module
+    if batch * hidden < LOOP_MIN_WIDTH or steps < LOOP_MIN_STEPS:
         return "fused"
     wants_grad = torch.is_grad_enabled() and (
         x.requires_grad or any(p.requires_grad for p in layer.parameters())
@@ -78,7 +80,7 @@ def run_layer(layer: nn.Module, x: Tensor, hx, engine: str | None = None):
     """`layer(x, hx)` by the chosen engine: (out [B, T, H], h_n or (h_n, c_n))."""
     if choose(layer, x, engine) == "fused":
         return layer(x, hx)
-    return lstm_loop(layer, x, hx)
+    return lstm_loop(cast(nn.LSTM, layer), x, hx)  # loop_covers: an nn.LSTM
 
 
 def lstm_loop(layer: nn.LSTM, x: Tensor, hx):
@@ -93,8 +95,11 @@ def lstm_loop(layer: nn.LSTM, x: Tensor, hx):
     # tanh(z) = 2 sigmoid(2z) - 1: the g rows are doubled here, so one sigmoid call does all
     # four gates (tanh is several times slower than sigmoid on the CPUs measured)
     scale = _g_scale(h_size, x)
-    w = torch.cat([layer.weight_ih_l0, layer.weight_hh_l0], dim=1) * scale[:, None]
-    b = (layer.bias_ih_l0 + layer.bias_hh_l0) * scale
+    # torch's stubs type these parameters as Tensor | Module (they are set by name)
+    w_ih, w_hh = cast(Tensor, layer.weight_ih_l0), cast(Tensor, layer.weight_hh_l0)
+    b_ih, b_hh = cast(Tensor, layer.bias_ih_l0), cast(Tensor, layer.bias_hh_l0)
+    w = torch.cat([w_ih, w_hh], dim=1) * scale[:, None]
+    b = (b_ih + b_hh) * scale
     hs, h_n, c_n = _LSTMLoop.apply(x.transpose(0, 1), w, b, h0, c0)
     return hs.transpose(0, 1), (h_n.unsqueeze(0), c_n.unsqueeze(0))
 

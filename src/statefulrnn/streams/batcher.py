@@ -76,7 +76,7 @@ class MicroBatcher:
 
     async def submit(self, requests: list[StepRequest]) -> list[StepResult]:
         """Queue these requests (in order) for the next micro-batch; their results."""
-        if not self.running:
+        if not self.running or self._wake is None:
             raise RuntimeError("the micro-batcher is not running")
         fut = asyncio.get_running_loop().create_future()
         self._queue.append((requests, fut))
@@ -90,20 +90,24 @@ class MicroBatcher:
 
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
+        wake = self._wake
+        if wake is None:
+            raise RuntimeError("start() the micro-batcher before its loop runs")
         while True:
             if not self._queue:
-                self._wake.clear()
-                await self._wake.wait()
+                wake.clear()
+                await wake.wait()
             first = time.monotonic()
             while self._waiting < self.max_batch and time.monotonic() - first < self.delay:
-                self._wake.clear()
+                wake.clear()
                 try:
                     await asyncio.wait_for(
-                        self._wake.wait(), self.delay - (time.monotonic() - first)
+                        wake.wait(), self.delay - (time.monotonic() - first)
                     )
                 except asyncio.TimeoutError:
                     break
-            batch, taken = [], 0
+            batch: list[tuple[list[StepRequest], asyncio.Future]] = []
+            taken = 0
             while self._queue and (not batch or taken + len(self._queue[0][0]) <= self.max_batch):
                 item = self._queue.popleft()
                 batch.append(item)

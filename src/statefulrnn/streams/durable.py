@@ -45,7 +45,7 @@ import sqlite3
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 
@@ -93,6 +93,10 @@ def id_of(key: str | bytes) -> Hashable:
 _HEADS: dict[tuple, bytes] = {}
 
 
+@overload
+def encode_array(a: np.ndarray) -> bytes: ...
+@overload
+def encode_array(a: None) -> None: ...
 def encode_array(a: np.ndarray | None) -> bytes | None:
     """[..] float array -> bytes: dtype string (4 bytes), ndim, shape (int32 each), the data."""
     if a is None:
@@ -106,6 +110,10 @@ def encode_array(a: np.ndarray | None) -> bytes | None:
     return head + a.tobytes()
 
 
+@overload
+def decode_array(b: bytes) -> np.ndarray: ...
+@overload
+def decode_array(b: None) -> None: ...
 def decode_array(b: bytes | None) -> np.ndarray | None:
     if b is None:
         return None
@@ -291,12 +299,19 @@ class SQLiteStore(StateStore):
             self.close()
             raise OSError(f"cannot use --state {self.path} as a state database: {err}") from None
 
+    @property
+    def _conn(self) -> sqlite3.Connection:
+        """The open connection; StoreError once the store is closed."""
+        if self._db is None:
+            raise StoreError(f"{self.path} is closed")
+        return self._db
+
     def open(self, meta: dict[str, Any]) -> None:
         full = {"format": FORMAT, "version": FORMAT_VERSION, **meta}
-        row = self._db.execute("SELECT value FROM meta WHERE key = 'pool'").fetchone()
+        row = self._conn.execute("SELECT value FROM meta WHERE key = 'pool'").fetchone()
         if row is None:
             try:
-                self._db.execute(
+                self._conn.execute(
                     "INSERT INTO meta (key, value) VALUES ('pool', ?)", (json.dumps(full),)
                 )
             except sqlite3.Error as err:
@@ -311,7 +326,7 @@ class SQLiteStore(StateStore):
             part = keys[lo : lo + 500]
             marks = ",".join("?" * len(part))
             try:
-                rows = self._db.execute(
+                rows = self._conn.execute(
                     f"SELECT id, version, seq, state, y FROM streams WHERE id IN ({marks})", part
                 ).fetchall()
             except sqlite3.Error as err:
@@ -321,7 +336,7 @@ class SQLiteStore(StateStore):
         return out
 
     def commit(self, writes, deletes=()):
-        db = self._db
+        db = self._conn
         deletes = [(key_of(i),) for i in deletes]
         try:
             db.execute("BEGIN IMMEDIATE")  # the write lock first: versions read below stay true
@@ -361,7 +376,7 @@ class SQLiteStore(StateStore):
         keys = list(by_key)
         for lo in range(0, len(keys), 500):
             part = keys[lo : lo + 500]
-            rows = self._db.execute(
+            rows = self._conn.execute(
                 f"SELECT id, version FROM streams WHERE id IN ({','.join('?' * len(part))})", part
             ).fetchall()
             out.update((by_key[k], v) for k, v in rows)
@@ -376,10 +391,10 @@ class SQLiteStore(StateStore):
             raise StoreError(f"reading {self.path}: {err}") from None
 
     def ids(self):
-        return [id_of(k) for (k,) in self._db.execute("SELECT id FROM streams ORDER BY rowid")]
+        return [id_of(k) for (k,) in self._conn.execute("SELECT id FROM streams ORDER BY rowid")]
 
     def __len__(self) -> int:
-        return self._db.execute("SELECT COUNT(*) FROM streams").fetchone()[0]
+        return self._conn.execute("SELECT COUNT(*) FROM streams").fetchone()[0]
 
     def close(self) -> None:
         if self._db is not None:

@@ -73,9 +73,8 @@ class _Workspace:
 
     def __init__(self, k: FusedKernel, batch: int, numpy: bool):
         f, h, n = k.input_size, k.hidden, k.num_layers
-        kw = {"device": k.device, "dtype": k.dtype}
-        buf = torch.zeros(batch, f + k.layout.width, **kw)
-        gates = torch.empty(batch, GATES[k.cell] * h, **kw)
+        buf = torch.zeros(batch, f + k.layout.width, device=k.device, dtype=k.dtype)
+        gates = torch.empty(batch, GATES[k.cell] * h, device=k.device, dtype=k.dtype)
         v = (lambda t: t.numpy()) if numpy else (lambda t: t)
         self.state_t = buf[:, f:]  # torch view: the gather/scatter target
         self.state, self.x = v(buf[:, f:]), v(buf[:, :f])
@@ -86,7 +85,7 @@ class _Workspace:
         self.c = [v(buf[:, c0 + i * h : c0 + (i + 1) * h]) for i in range(n)]
         self.gates = v(gates)
         self.parts = [v(gates[:, j * h : (j + 1) * h]) for j in range(GATES[k.cell])]
-        self.tmp = v(torch.empty(batch, h, **kw))
+        self.tmp = v(torch.empty(batch, h, device=k.device, dtype=k.dtype))
         self.scaled = "half" if numpy else ("twice" if batch * h >= SIGMOID_TANH_MIN else "exact")
         # the gates that take a sigmoid: LSTM [i, f, o] (and g in "twice"), GRU [r, z]
         sig = {"lstm": 4 if self.scaled == "twice" else 3, "gru": 2, "rnn": 0}[k.cell]
@@ -102,7 +101,7 @@ class FusedKernel:
         self.input_size, self.hidden = model.input_size, model.hidden_size
         self.num_layers = model.num_layers
         self._params = list(model.parameters())
-        self._key = None
+        self._key: list[tuple[int, int]] | None = None
         self._refresh()
 
     # ------------------------------------------------------------- weights
@@ -122,7 +121,11 @@ class FusedKernel:
         self.device, self.dtype = head.weight.device, head.weight.dtype
         self.numpy_ok = self.device.type == "cpu" and self.dtype in (torch.float32, torch.float64)
         with torch.no_grad():
-            self.weights = {"exact": [], "twice": [], "half": []}
+            self.weights: dict[str, list[tuple[Tensor, Tensor]]] = {
+                "exact": [],
+                "twice": [],
+                "half": [],
+            }
             for layer in self.model.layers:
                 w, b, sig_rows, tanh_rows = self._fuse(layer)
                 for name, rows, factor in (
@@ -149,8 +152,9 @@ class FusedKernel:
     def _fuse(self, layer: nn.Module):
         """W [G, in + H], b [G] of one layer (gates reordered for contiguous slices), and the
         rows that feed a sigmoid and a tanh."""
-        w_ih, w_hh = layer.weight_ih_l0.detach(), layer.weight_hh_l0.detach()
-        b_ih, b_hh = layer.bias_ih_l0.detach(), layer.bias_hh_l0.detach()
+        p = dict(layer.named_parameters())
+        w_ih, w_hh = p["weight_ih_l0"].detach(), p["weight_hh_l0"].detach()
+        b_ih, b_hh = p["bias_ih_l0"].detach(), p["bias_hh_l0"].detach()
         h = self.hidden
         if self.cell == "lstm":
             # torch's order is [i, f, g, o]; ours [i, f, o, g] puts the sigmoid gates together
@@ -190,9 +194,9 @@ class FusedKernel:
             ws = self._workspace(batch, numpy=True)
             slab_np, idx_np = slab.numpy(), idx.numpy()
             ws.state[...] = slab_np[idx_np]  # gather
-            y = self._run_numpy(ws, x.numpy())
+            y_np = self._run_numpy(ws, x.numpy())
             slab_np[idx_np] = ws.state  # scatter
-            return torch.from_numpy(y)
+            return torch.from_numpy(y_np)
         ws = self._workspace(batch, numpy=False)
         torch.index_select(slab, 0, idx, out=ws.state_t)  # gather
         y = self._run_torch(ws, x)

@@ -139,6 +139,7 @@ def result_json(sid, res: StepResult, tag=None) -> dict:
     if res.error is not None:
         out["error"], out["status"] = res.error, res.status
         return out
+    assert res.y is not None  # no error: an answer (for the type checker)
     out["y"] = res.y.tolist()
     out["version"] = res.version
     if res.replayed:
@@ -193,10 +194,13 @@ class App:
             log.info("stopped", extra={"fields": {"streams_held": self.service.held}})
 
     async def _evict_idle(self) -> None:
+        timeout = self.idle_timeout
+        if not timeout:
+            return  # started only with an idle timeout
         while True:
-            await asyncio.sleep(max(self.idle_timeout / 4, 0.05))
+            await asyncio.sleep(max(timeout / 4, 0.05))
             try:
-                n = await self.batcher.run_sync(self.service.evict_idle, self.idle_timeout)
+                n = await self.batcher.run_sync(self.service.evict_idle, timeout)
             except Exception as err:  # the store may be down; try again later
                 self.metrics.store_error()
                 log.warning("idle eviction failed", extra={"fields": {"error": str(err)}})
@@ -267,7 +271,8 @@ class App:
             self.check_model(obj, "the body")
         except BadRequest as err:
             return self.refuse("steps", err)
-        requests, out, at = [], [None] * len(obj["steps"]), []
+        requests, at = [], []
+        out: list[dict[str, Any] | None] = [None] * len(obj["steps"])
         for n, item in enumerate(obj["steps"]):
             try:
                 self.check_model(item, f"steps[{n}]")

@@ -43,7 +43,6 @@ from statefulrnn.threads import step_work
 FREE = np.iinfo(np.int64).max  # last-use tick of a free slot: never the least recent
 FIRST_ROWS = 16
 _SAVED = object()
-_UNSET = object()
 _NUMPY = {
     torch.float32: np.dtype(np.float32),
     torch.float64: np.dtype(np.float64),
@@ -138,8 +137,9 @@ class StreamPool:
         """The kernel's step on the threads the policy picks for this many rows (the choice
         is cached per row count: a call of one stream costs ~20 us, the policy must not show)."""
         key = (len(idx), self.threads, get_default_threads(), device)
-        n = self._thread_choices.get(key, _UNSET)
-        if n is _UNSET:
+        if key in self._thread_choices:
+            n = self._thread_choices[key]
+        else:
             n = choose_threads(self.threads, self._work_per_row * len(idx), device)
             if len(self._thread_choices) > 64:
                 self._thread_choices.clear()
@@ -303,6 +303,7 @@ class StreamPool:
             )
         with pool._lock:
             for i in range(spill):  # the least recently used, straight to disk
+                assert pool.spill_dir is not None  # checked above (for the type checker)
                 pool._spilled[ids[i]] = store.write_spill(pool.spill_dir, ids[i], rows[i])
             if keep:
                 pool._tick += 1

@@ -161,5 +161,5 @@ class RedisStore(StateStore):
         self._call("ping", self.client.ping)
 
     def close(self) -> None:
-        with contextlib.suppress(self._redis_errors):
+        with contextlib.suppress(*self._redis_errors):
             self.client.close()

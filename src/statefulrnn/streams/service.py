@@ -241,11 +241,11 @@ class StreamService:
         stored = [sid for sid in missing if sid not in writes and sid not in gone]
         if stored:
             self._load(stored, keep=ids)
-        missing = set(missing)
+        missing_set = set(missing)
         keep = []
         for n in chunk:
             replay = None
-            if requests[n].sid in missing:
+            if requests[n].sid in missing_set:
                 replay = self._replay(requests[n], self._held[requests[n].sid])
             if replay is not None:
                 out[n] = replay
@@ -302,8 +302,15 @@ class StreamService:
                 deletes.discard(sid)
                 writes[sid] = Write(sid, base, held.seq, rows[j], dict(held.answers))
 
+    @property
+    def _store(self) -> StateStore:
+        """The store, on the paths that run only with one."""
+        if self.store is None:
+            raise RuntimeError("this StreamService has no store")
+        return self.store
+
     def _commit(self, writes, deletes, answered, out) -> None:
-        conflicts = self.store.commit(list(writes.values()), deletes)
+        conflicts = self._store.commit(list(writes.values()), deletes)
         self.commits += 1
         for sid, w in writes.items():
             if sid in conflicts:
@@ -321,7 +328,7 @@ class StreamService:
 
     def _load(self, ids: list, keep: list) -> None:
         """Hold `ids` with their stored records (a zero state for ids the store lacks)."""
-        records = self.store.load(ids)
+        records = self._store.load(ids)
         found = [i for i in ids if i in records]
         if found:
             self.pool.put(found, np.stack([records[i].row for i in found]), keep=keep)
@@ -338,7 +345,7 @@ class StreamService:
         """Shared store: forget cached states whose stored version moved on (another replica)."""
         if not ids:
             return
-        versions = self.store.versions(ids)
+        versions = self._store.versions(ids)
         for sid in ids:
             held = self._held.get(sid)
             if held is not None and versions.get(sid, 0) != held.version:

@@ -148,7 +148,7 @@ def train_table(
     cfg.check()
     check_out(cfg, force=force)
     t0 = time.perf_counter()
-    read = {"fill": cfg.fill, "drop": cfg.drop, "sort": cfg.sort}
+    read: dict[str, Any] = {"fill": cfg.fill, "drop": cfg.drop, "sort": cfg.sort}
     notes: list[str] = []
     with _echo_warnings(echo, notes):
         seqs = read_sequences(

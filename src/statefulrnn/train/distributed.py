@@ -32,8 +32,9 @@ from __future__ import annotations
 
 import atexit
 import os
+from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -41,6 +42,9 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from statefulrnn.data.schedule import Schedule
+
+if TYPE_CHECKING:
+    from statefulrnn.model.base import RecurrentModel
 
 # How long a rank waits at a collective for the others before failing. A killed process is
 # noticed sooner (its sockets close, torchrun stops the rest); this bounds a hung one. Rank 0
@@ -99,7 +103,7 @@ def _leave() -> None:
         dist.destroy_process_group()
 
 
-def join_world(distributed: bool | None, model: torch.nn.Module) -> Local:
+def join_world(distributed: bool | None, model: RecurrentModel) -> Local:
     """The processes `fit` trains with: `Local` (this one alone) or `Ranks` (a process group).
 
     `distributed=None` decides by itself: a group is used when one is initialised or torchrun
@@ -128,9 +132,9 @@ class Local:
 
     rank, size, is_main = 0, 1, True
 
-    def __init__(self, model: torch.nn.Module):
+    def __init__(self, model: RecurrentModel):
         self.model = model
-        self.replica = model  # what the training loop calls forward on
+        self.replica: torch.nn.Module = model  # what the training loop calls forward on
 
     def start(self, optimizer, history, start_epoch: int):
         """Where training starts: (history, first epoch); ranks take rank 0's."""
@@ -141,7 +145,7 @@ class Local:
         return schedule
 
     # run_epoch reads a chunk's loss with .item(); Ranks sums it over all ranks instead
-    sum_loss = None
+    sum_loss: Callable[[torch.Tensor], float] | None = None
 
     def from_main(self, obj: Any) -> Any:
         """Rank 0's value of `obj`, on every rank."""
@@ -172,7 +176,7 @@ def _sum_gradients(group, bucket):  # (None, dist.GradBucket) -> Future[Tensor]
 class Ranks(Local):
     """The processes of a torch.distributed group, each training whole lanes of every chunk."""
 
-    def __init__(self, model: torch.nn.Module):
+    def __init__(self, model: RecurrentModel):
         super().__init__(model)
         self.rank, self.size = dist.get_rank(), dist.get_world_size()
         self.is_main = self.rank == 0
@@ -183,12 +187,13 @@ class Ranks(Local):
         """Every rank continues from rank 0's weights, optimizer state, history and epoch
         (rank 0 alone reads a checkpoint, so the folder need not be shared)."""
         cuda = self.model.device.type == "cuda"
-        self.replica = _Replica(
+        replica = _Replica(
             self.model,  # DDP copies rank 0's weights to every rank here
             device_ids=[self.model.device.index] if cuda else None,
             find_unused_parameters=False,  # outputs (y, State) pass through DDP untouched
         )
-        self.replica.register_comm_hook(None, _sum_gradients)
+        replica.register_comm_hook(None, _sum_gradients)
+        self.replica = replica
         start = [(optimizer.state_dict(), list(history), start_epoch)]
         dist.broadcast_object_list(start, src=0)
         opt_state, rows, start_epoch = start[0]
@@ -254,7 +259,9 @@ def share(schedule: Schedule, rank: int, size: int) -> Schedule:
 
 def _split_rows(schedule: Schedule, rank: int, size: int) -> Schedule:
     """Rank `rank`'s share of every chunk's rows (stateless windows), in contiguous blocks."""
-    rows, stand_in, bounds = [], [], [0]
+    rows: list[int] = []
+    stand_in: list[bool] = []
+    bounds = [0]
     for k in range(len(schedule)):
         a, b = schedule.bounds[k], schedule.bounds[k + 1]
         lo, hi = a + (b - a) * rank // size, a + (b - a) * (rank + 1) // size

@@ -43,7 +43,7 @@ from statefulrnn.train.progress import Progress
 
 MODES = ("stateful", "stateless")
 SYNC_EVERY = 64  # chunks between reads of the losses kept on a CUDA (non-CPU) device
-OPTIMIZERS = {
+OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
     "adam": torch.optim.Adam,
     "adamw": torch.optim.AdamW,
     "rmsprop": torch.optim.RMSprop,
@@ -260,6 +260,8 @@ def run_epoch(
 
     def settle() -> None:
         nonlocal total, weight
+        if not pending:
+            return
         values = torch.stack([p[1] for p in pending]).tolist()  # one transfer
         for (k, _, norm, done), value in zip(pending, values):
             _check_finite(value, epoch, k, len(schedule))

@@ -14,9 +14,21 @@ so a new sequence never back-propagates into the previous one.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from statefulrnn.data.schedule import Schedule
+from statefulrnn.model.state import State
+
+
+@dataclass
+class _Back:
+    """Where the next chunk's k2 history starts, and the detached state before that step
+    (resets at `pos` not applied yet); `finish()` moves it on after the update."""
+
+    pos: int = 0
+    state: State | None = None
 
 
 def timelines(t: torch.Tensor, chunks: int, lanes: int) -> torch.Tensor:
@@ -39,14 +51,11 @@ def chunks(model, schedule: Schedule, k2: int, scored: list[bool] | None = None)
     x = timelines(schedule.x, n, lanes)
     reset = schedule.reset.view(n, lanes)  # reset[j, b]: lane b starts a sequence at step j·k1
     any_reset = reset.any(dim=1).tolist()  # once: the k2 history is split only where a lane resets
-    back = {
-        "pos": 0,
-        "state": None,
-    }  # the detached state before step `pos`, resets at pos not applied
+    back = _Back()
 
     for k in range(n):
         end = (k + 1) * k1
-        start = back["pos"]
+        start = back.pos
         next_pos = max(0, end + k1 - k2)  # where the next chunk's history will start
         update = scored is None or scored[k]
         stop = end if update else next_pos
@@ -54,7 +63,7 @@ def chunks(model, schedule: Schedule, k2: int, scored: list[bool] | None = None)
             j * k1 for j in range(start // k1 + 1, end // k1) if any_reset[j]
         }
         points = sorted(p for p in cuts if start <= p <= stop)
-        state, outs, next_state = back["state"], [], None
+        state, outs, next_state = back.state, [], None
         with torch.set_grad_enabled(update and torch.is_grad_enabled()):
             for a, b in zip(points[:-1], points[1:]):
                 if a % k1 == 0 and any_reset[a // k1] and state is not None:
@@ -72,7 +81,7 @@ def chunks(model, schedule: Schedule, k2: int, scored: list[bool] | None = None)
         c = schedule.chunk(k)
 
         def finish(next_state=next_state, next_pos=next_pos):
-            back["pos"] = next_pos
-            back["state"] = None if next_state is None else next_state.detach()
+            back.pos = next_pos
+            back.state = None if next_state is None else next_state.detach()
 
         yield y_hat, c.y, c.w, finish
