@@ -359,7 +359,11 @@ def test_load_errors(tmp_path):
 
     # model.json describes another architecture than the weights hold
     meta_path.write_text(json.dumps({**meta, "config": {**meta["config"], "hidden_size": 7}}))
-    with pytest.raises(RuntimeError, match="size mismatch"):
+    with pytest.raises(
+        ValueError,
+        match=r"does not hold the weights model.json describes: "
+        r"'head.weight' has shape \[2, 5\], model.json implies \[2, 7\]",
+    ):
         sr.load_model(path)
 
     # same shapes, changed values: the identity hash catches it

@@ -66,9 +66,36 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_bytes(path, dumps(obj).encode())
 
 
+MAX_JSON_BYTES = 64 << 20  # a bigger JSON file of ours is not one we wrote
+
+
+def check_regular_file(path: str | os.PathLike) -> None:
+    """Refuse what is not a regular file (a FIFO would block a read forever, a device never
+    end); a missing file is FileNotFoundError."""
+    import stat
+
+    st = os.stat(path)  # FileNotFoundError as usual
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a folder" if stat.S_ISDIR(st.st_mode) else "not a regular file (a FIFO or device)"
+        raise ValueError(f"{path} is {kind}; expected a file.")
+
+
 def read_json(path: str | os.PathLike) -> Any:
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    """A JSON file we wrote; errors name the file (not JSON, nested too deep, too big)."""
+    check_regular_file(path)
+    if os.path.getsize(path) > MAX_JSON_BYTES:
+        raise ValueError(f"{path}: {os.path.getsize(path)} bytes, too big for a JSON file of ours.")
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not a text (UTF-8) JSON file.") from None
+    except json.JSONDecodeError as err:
+        raise ValueError(
+            f"{path}: not valid JSON ({err.msg} at line {err.lineno}, column {err.colno})."
+        ) from None
+    except RecursionError:
+        raise ValueError(f"{path}: JSON nested too deeply to be one of ours.") from None
 
 
 # ----------------------------------------------------------------- folders we write whole

@@ -6,7 +6,6 @@ import argparse
 import importlib
 import os
 import sys
-import traceback
 
 from statefulrnn.cli import errors
 
@@ -50,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in argv[: argv.index("--")] if "--" in argv else "--debug" in argv
     if debug:
         argv.remove("--debug")
+    errors.DEBUG = debug
     parser = build_parser()
     args = parser.parse_args(argv)  # a usage error: argparse's message, SystemExit(2)
     if not getattr(args, "command", None):
@@ -71,10 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as done:
         return done.code if isinstance(done.code, int) else 1
     except Exception as err:  # noqa: BLE001 - the boundary: nothing escapes as a traceback
-        if debug:
-            traceback.print_exc()
-        print(f"statefulrnn {args.command}: error: {errors.one_line(err)}", file=sys.stderr)
-        return errors.exit_status(err)
+        return errors.report(args.command, err)
 
     finally:
         threads.set_default(before)

@@ -10,6 +10,8 @@ by its type, with a pointer to `--debug`.
 from __future__ import annotations
 
 import errno
+import sys
+import traceback
 
 from statefulrnn.records import FolderNotOurs, UsageError
 
@@ -22,6 +24,15 @@ USAGE = (OptionError, FolderNotOurs, UsageError)
 # the library raises these on purpose, with a message that stands alone
 DELIBERATE = (ValueError, OSError, KeyError, TypeError, ImportError, RuntimeError)
 MAX_CHARS = 2000
+DEBUG = False  # set by `statefulrnn --debug`: errors caught inside a command print tracebacks
+
+
+def report(command: str, err: BaseException) -> int:
+    """Print `err` as one line (and its traceback under --debug); return the exit status."""
+    if DEBUG:
+        traceback.print_exception(type(err), err, err.__traceback__)
+    print(f"statefulrnn {command}: error: {one_line(err)}", file=sys.stderr)
+    return exit_status(err)
 
 
 def exit_status(err: BaseException) -> int:

@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
             keras_version=args.keras_version,
         )
     except (KerasImportError, FileNotFoundError) as e:
-        print(f"import-keras: {e}", file=sys.stderr)
+        print(f"statefulrnn import-keras: error: {e}", file=sys.stderr)
         return 1
     out = model.save(args.out_dir, extra={"keras_source": model.source}, force=args.force)
     src = model.source or {}

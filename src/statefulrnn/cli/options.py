@@ -29,6 +29,8 @@ COMMANDS = ("train", "predict", "evaluate")
 
 def names(value) -> tuple[str, ...]:
     """Column names from `a,b` or a list."""
+    if not isinstance(value, (str, list, tuple)):
+        raise OptionError(f"expected comma-separated column names; received {value!r}.")
     items = value.split(",") if isinstance(value, str) else list(value)
     out = tuple(str(v).strip() for v in items)
     if not out or any(not v for v in out):
@@ -145,6 +147,8 @@ CONVERT: dict[str, Any] = {
 def load_config(path: str | Path, command: str) -> dict[str, Any]:
     """The options a config file gives `command`: its top level, then its [command] table."""
     path = Path(path)
+    if path.exists() and not path.is_file():
+        raise OptionError(f"{path}: not a regular file (a folder, FIFO or device).")
     try:
         with open(path, "rb") as f:
             raw = tomllib.load(f)
@@ -152,6 +156,10 @@ def load_config(path: str | Path, command: str) -> dict[str, Any]:
         raise OptionError(f"{path}: no such config file.") from None
     except tomllib.TOMLDecodeError as err:
         raise OptionError(f"{path}: not valid TOML: {err}") from None
+    except UnicodeDecodeError:
+        raise OptionError(f"{path}: not a text (UTF-8) TOML file.") from None
+    except RecursionError:
+        raise OptionError(f"{path}: TOML nested too deeply.") from None
     flat = {k: v for k, v in raw.items() if not (k in COMMANDS and isinstance(v, dict))}
     flat.update(raw.get(command, {}) if isinstance(raw.get(command), dict) else {})
     out = {}
@@ -204,8 +212,7 @@ def stdout_gone() -> int:
 def fail(command: str, err: BaseException) -> int:
     """Print a library error as one clear line (no traceback); return its exit status
     (2: a usage error, 1: a failure; cli/errors.py)."""
-    print(f"statefulrnn {command}: error: {errors.one_line(err)}", file=sys.stderr)
-    return errors.exit_status(err)
+    return errors.report(command, err)
 
 
 def add_config(parser) -> None:

@@ -176,6 +176,14 @@ def run(args: argparse.Namespace) -> int:
     print()
     counted = sum(n for k, n in result.counts.items() if k in ("COMPLETE", "PRUNED"))
     print(f"{counted} of {result.requested} trials counted; states: {result.counts}")
+    if result.best is None:
+        why = f" within --timeout {args.timeout:g} s" if args.timeout is not None else ""
+        print(
+            f"statefulrnn sweep: error: no trial finished{why}; nothing to recommend "
+            f"(the study is kept in {result.storage}: rerun to continue it)",
+            file=sys.stderr,
+        )
+        return 1
     if result.best is not None:
         b = result.best
         print(

@@ -121,6 +121,20 @@ def numeric(pd, df, col: str, where: Where) -> np.ndarray:
     return a
 
 
+def _numeric_keys(s, col: str, where: Where) -> np.ndarray:
+    """Integer times stay int64, exactly (nanosecond stamps above 2**53 would collide as
+    float64); other numbers are float64 and must be finite."""
+    if s.dtype.kind in "iu":
+        if s.dtype.kind == "u" and len(s) and int(s.max()) > np.iinfo(np.int64).max:
+            raise ValueError(f"{where.source}: time column {col!r} holds integers beyond int64.")
+        return s.to_numpy(dtype=np.int64)
+    a = s.to_numpy(dtype=np.float64)
+    if not np.isfinite(a).all():
+        i = int(np.argmax(~np.isfinite(a)))
+        raise ValueError(f"{where(i)}, column {col!r}: time {a[i]} is not a finite number.")
+    return a
+
+
 def time_keys(pd, s, col: str, where: Where) -> np.ndarray:
     """Numbers that order the time column: the values themselves, or datetimes in ns."""
     if s.isna().any():
@@ -129,11 +143,11 @@ def time_keys(pd, s, col: str, where: Where) -> np.ndarray:
     if pd.api.types.is_bool_dtype(s):
         raise ValueError(f"{where.source}: time column {col!r} holds booleans, not times.")
     if pd.api.types.is_numeric_dtype(s):
-        return s.to_numpy(dtype=np.float64)
+        return _numeric_keys(s, col, where)
     if not pd.api.types.is_datetime64_any_dtype(s):
         num = pd.to_numeric(s, errors="coerce")
         if num.notna().all():
-            return num.to_numpy(dtype=np.float64)
+            return _numeric_keys(num, col, where)
         dt = pd.to_datetime(s, errors="coerce", format="ISO8601", utc=True)
         if dt.isna().any():
             dt = pd.to_datetime(s, errors="coerce", format="mixed", utc=True)

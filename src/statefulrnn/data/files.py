@@ -38,6 +38,8 @@ def read_table(path: str | Path):
     kind = table_format(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file.")
+    if not path.is_file():  # a FIFO would block the read forever
+        raise ValueError(f"{path}: not a regular file (a folder, FIFO or device).")
     try:
         if kind == "parquet":
             return pd.read_parquet(path)

@@ -42,6 +42,7 @@ import numpy as np
 from statefulrnn.experiments import space as spaces
 from statefulrnn.experiments.targets import Target, resolve
 from statefulrnn.experiments.trial import PREDICT, Hopeless, run_trial
+from statefulrnn.records import UsageError
 
 HEARTBEAT_S = 10  # a running trial writes its heartbeat this often
 GRACE_S = 60  # ... and is failed by another worker when its heartbeat is this old
@@ -90,12 +91,15 @@ def _alive(pid: int) -> bool:
     return True
 
 
+SQLITE_BUSY_S = 20  # how long a locked SQLite study is waited for before a clear error
+
+
 def open_study(url: str, name: str, *, sampler=None, pruner=None):
     """Create or load the study; retried, since workers starting together race to make tables."""
     optuna = _optuna()
     import sqlalchemy.exc
 
-    kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    kwargs = {"connect_args": {"timeout": SQLITE_BUSY_S}} if url.startswith("sqlite") else {}
     for attempt in range(6):
         try:
             with warnings.catch_warnings():  # heartbeat_interval is "experimental" in Optuna
@@ -112,10 +116,22 @@ def open_study(url: str, name: str, *, sampler=None, pruner=None):
                 load_if_exists=True,
             )
             return study
-        except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.IntegrityError):
+        except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.IntegrityError) as err:
+            if "locked" in str(err):  # the busy timeout has already waited
+                raise OSError(
+                    f"the study database {_hide_password(url)} stayed locked for "
+                    f"{SQLITE_BUSY_S} s: another process holds it (a sweep worker stuck, or a "
+                    "program with it open). Close that process, or use another --out/--storage."
+                ) from None
             if attempt == 5:
                 raise
             time.sleep(0.2 + 0.3 * attempt)
+        except (sqlalchemy.exc.ArgumentError, sqlalchemy.exc.NoSuchModuleError, ValueError) as err:
+            raise UsageError(
+                f"--storage {_hide_password(url)}: not a database URL this sweep can open "
+                f"({' '.join(str(err).split())}); e.g. sqlite:///sweeps.db or "
+                "postgresql://user@host/db."
+            ) from None
     raise AssertionError("unreachable")  # pragma: no cover
 
 

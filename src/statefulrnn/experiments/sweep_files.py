@@ -94,7 +94,7 @@ def table_lines(all_rows: list[dict[str, Any]], best: dict[str, Any] | None) -> 
     cols += ["cell", "hidden", "layers", "lr", "epochs_run", "seconds"]
     cols += sorted({k for r in all_rows for k in r if k.startswith(("val_", "test_"))})
     cells = [[_fmt(r.get(c)) for c in cols] for r in all_rows]
-    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
+    widths = [max([len(c), *(len(row[i]) for row in cells)]) for i, c in enumerate(cols)]
     lines = ["  " + "  ".join(c.rjust(w) for c, w in zip(cols, widths))]
     for r, row in zip(all_rows, cells):
         mark = "* " if best is not None and r["number"] == best["number"] else "  "

@@ -143,6 +143,8 @@ def parse_json(data: bytes, where: str) -> dict[str, Any]:
         obj = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise KerasImportError(f"{where}: not valid JSON ({e}).") from e
+    except RecursionError:
+        raise KerasImportError(f"{where}: JSON nested too deeply; refused.") from None
     if not isinstance(obj, dict) or "class_name" not in obj:
         raise KerasImportError(f"{where}: not a Keras model config (no 'class_name').")
     return obj

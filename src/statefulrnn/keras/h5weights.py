@@ -52,7 +52,39 @@ def _child(group, key: str, where: str):
     return group[key]
 
 
-def _array(ds, where: str) -> np.ndarray:
+MIN_LIMIT = 1 << 22
+
+
+def max_weight_elements(layers: list[KerasLayer]) -> int | None:
+    """The most numbers one weight array of these layers can hold, from their configs: every
+    kernel, recurrent kernel and bias is at most [D, 4·D] with D the largest width the
+    config names (units, input features), doubled for slack, and at least MIN_LIMIT. None
+    when no width is given."""
+    dims = [0]
+
+    def widths(obj) -> None:  # nested too: TimeDistributed(Dense) keeps units inside "layer"
+        if isinstance(obj, dict):
+            for key, v in obj.items():
+                if key in ("units", "input_dim") and isinstance(v, int):
+                    dims.append(v)
+                elif key in ("batch_input_shape", "batch_shape", "input_shape") and (
+                    isinstance(v, list) and v and isinstance(v[-1], int)
+                ):
+                    dims.append(v[-1])
+                else:
+                    widths(v)
+        elif isinstance(obj, list):
+            for v in obj:
+                widths(v)
+
+    for layer in layers:
+        widths(layer.config or {})
+    d = max(dims)
+    # at least 4M numbers (16 MB): a config that omits its input width still imports
+    return None if d == 0 else max(2 * (4 * d * d + 8 * d), MIN_LIMIT)
+
+
+def _array(ds, where: str, limit: int | None = None) -> np.ndarray:
     h5py = h5py_module()
     if not isinstance(ds, h5py.Dataset):
         raise KerasImportError(f"{where}: expected a weight array, found a group.")
@@ -62,10 +94,15 @@ def _array(ds, where: str) -> np.ndarray:
         raise KerasImportError(
             f"{where}: weight has dtype {ds.dtype}, expected floating point numbers."
         )
+    if limit is not None and ds.size > limit:
+        raise KerasImportError(
+            f"{where}: weight declares shape {list(ds.shape)} ({ds.size} numbers), more than "
+            f"the layers' config allows ({limit}); refused before reading it."
+        )
     return np.asarray(ds[()])
 
 
-def _walk(group, prefix: str, where: str) -> list[tuple[str, np.ndarray]]:
+def _walk(group, prefix: str, where: str, limit: int | None) -> list[tuple[str, np.ndarray]]:
     """Every array under `group`, hard links only, as `(relative path, array)`."""
     h5py = h5py_module()
     out: list[tuple[str, np.ndarray]] = []
@@ -73,9 +110,9 @@ def _walk(group, prefix: str, where: str) -> list[tuple[str, np.ndarray]]:
         obj = _child(group, key, where)
         path = f"{prefix}{key}"
         if isinstance(obj, h5py.Group):
-            out += _walk(obj, path + "/", where)
+            out += _walk(obj, path + "/", where, limit)
         else:
-            out.append((path, _array(obj, f"{where}/{path}")))
+            out.append((path, _array(obj, f"{where}/{path}", limit)))
     return out
 
 
@@ -92,7 +129,7 @@ def snake_case(name: str) -> str:
     return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
 
 
-def _read_v3_weights(root, layers: list[KerasLayer], where: str) -> dict[str, list]:
+def _read_v3_weights(root, layers: list[KerasLayer], where: str, limit=None) -> dict[str, list]:
     """Keras 3 layout: `layers/<snake_case class>[_k]/.../vars/<i>`, one group per layer."""
     h5py = h5py_module()
     if "layers" not in root:
@@ -117,12 +154,14 @@ def _read_v3_weights(root, layers: list[KerasLayer], where: str) -> dict[str, li
         if key not in top:
             out[layer.name] = []
             continue
-        arrays = _walk(_child(top, key, where), "", f"{where}/layers/{key}")
+        arrays = _walk(_child(top, key, where), "", f"{where}/layers/{key}", limit)
         out[layer.name] = sorted(arrays, key=lambda kv: _var_order(kv[0]))
     return out
 
 
-def _read_legacy_weights(group, layers: list[KerasLayer], where: str) -> dict[str, list]:
+def _read_legacy_weights(
+    group, layers: list[KerasLayer], where: str, limit=None
+) -> dict[str, list]:
     """Keras 2 layout: `<layer name>/` with a `weight_names` attribute listing its arrays."""
     names = set(text_list(group.attrs.get("layer_names")))
     out: dict[str, list] = {}
@@ -136,14 +175,16 @@ def _read_legacy_weights(group, layers: list[KerasLayer], where: str) -> dict[st
             obj = g
             for part in wn.split("/"):
                 obj = _child(obj, part, f"{where}/{layer.name}")
-            arrays.append((wn, _array(obj, f"{where}/{layer.name}/{wn}")))
+            arrays.append((wn, _array(obj, f"{where}/{layer.name}/{wn}", limit)))
         out[layer.name] = arrays
     return out
 
 
 def read_weights(f, layers: list[KerasLayer], where: str) -> dict[str, list]:
+    """Every layer's arrays; an array larger than the configs allow is refused unread."""
+    limit = max_weight_elements(layers)
     if "model_weights" in f:
-        return _read_legacy_weights(_child(f, "model_weights", where), layers, where)
+        return _read_legacy_weights(_child(f, "model_weights", where), layers, where, limit)
     if "layer_names" in f.attrs:
-        return _read_legacy_weights(f, layers, where)
-    return _read_v3_weights(f, layers, where)
+        return _read_legacy_weights(f, layers, where, limit)
+    return _read_v3_weights(f, layers, where, limit)

@@ -18,6 +18,7 @@ import io
 import json
 import re
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,11 +26,13 @@ from typing import Any
 import numpy as np
 
 from statefulrnn.keras.chain import KerasImportError, KerasLayer, chain_of, parse_json
-from statefulrnn.keras.h5weights import h5py_module, read_weights, text
+from statefulrnn.keras.h5weights import h5py_module, max_weight_elements, read_weights, text
+from statefulrnn.records import check_regular_file
 
 __all__ = ["KerasFile", "KerasImportError", "KerasLayer", "read_keras"]
 
-MAX_ENTRY_BYTES = 4 << 30  # a bigger zip entry is refused rather than read into memory
+MAX_ENTRY_BYTES = 1 << 30  # a bigger zip entry is refused rather than read into memory
+MAX_JSON_ENTRY_BYTES = 16 << 20  # config.json, metadata.json
 
 
 @dataclass
@@ -75,14 +78,40 @@ def _open_archive(path: Path) -> tuple[dict[str, Any], str | None, zipfile.ZipFi
         raise KerasImportError(f"{path}: zip entries {dupes} appear more than once; refused.")
     if "config.json" not in names:
         raise KerasImportError(f"{path}: a .keras archive needs config.json; found {names}.")
-    config = parse_json(z.read("config.json"), f"{path}:config.json")
+    config = parse_json(
+        _read_member(z, "config.json", MAX_JSON_ENTRY_BYTES, path), f"{path}:config.json"
+    )
     version = None
     if "metadata.json" in names:
         try:
-            version = json.loads(z.read("metadata.json")).get("keras_version")
-        except (UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+            meta = _read_member(z, "metadata.json", MAX_JSON_ENTRY_BYTES, path)
+            version = json.loads(meta).get("keras_version")
+        except (UnicodeDecodeError, json.JSONDecodeError, AttributeError, RecursionError):
             version = None
     return config, version, z
+
+
+def _read_member(z: zipfile.ZipFile, name: str, cap: int, path: Path) -> bytes:
+    """A zip entry's bytes, refused if it declares or unpacks to more than `cap` (read in
+    pieces, so a lying header cannot make it allocate more)."""
+    info = z.getinfo(name)
+    if info.file_size > cap:
+        raise KerasImportError(
+            f"{path}: zip entry {name!r} unpacks to {info.file_size} bytes, more than the "
+            f"{cap} its layers' config allows; refused before unpacking it."
+        )
+    out = bytearray()
+    try:
+        with z.open(info) as f:
+            while piece := f.read(1 << 20):
+                out += piece
+                if len(out) > cap:
+                    raise KerasImportError(
+                        f"{path}: zip entry {name!r} unpacks to more than {cap} bytes; refused."
+                    )
+    except (zipfile.BadZipFile, zlib.error, EOFError) as err:
+        raise KerasImportError(f"{path}: zip entry {name!r} is corrupt ({err}).") from None
+    return bytes(out)
 
 
 def _read_keras_archive(path: Path) -> KerasFile:
@@ -94,7 +123,11 @@ def _read_keras_archive(path: Path) -> KerasFile:
                 "HDF5 weights are supported."
             )
         layers = chain_of(config)
-        data = io.BytesIO(z.read("model.weights.h5"))
+        # the weights file holds ~3 arrays per layer, each at most `limit` numbers of 8 bytes
+        limit = max_weight_elements(layers)
+        cap = MAX_ENTRY_BYTES if limit is None else 8 * 3 * len(layers) * limit + (1 << 20)
+        cap = min(cap, MAX_ENTRY_BYTES)
+        data = io.BytesIO(_read_member(z, "model.weights.h5", cap, path))
     with h5py_module().File(data, "r") as f:
         weights = read_weights(f, layers, f"{path}:model.weights.h5")
     return KerasFile(layers, weights, version, "keras", str(path))
@@ -118,6 +151,7 @@ def _read_config(path: Path) -> tuple[dict[str, Any], str | None]:
         with h5py.File(path, "r") as f:
             version = f.attrs.get("keras_version")
             return _legacy_config(f, str(path)), None if version is None else text(version)
+    check_regular_file(path)
     return parse_json(path.read_bytes(), str(path)), None
 
 
@@ -133,6 +167,22 @@ def config_candidates(path: Path) -> list[Path]:
 
 
 def read_keras(path: str | Path, config: str | Path | dict | None = None) -> KerasFile:
+    """`_read_keras`, with the errors of a corrupt file (h5py's, zipfile's, a link loop's
+    recursion) as one KerasImportError naming it."""
+    try:
+        return _read_keras(path, config)
+    except KerasImportError:
+        raise
+    except FileNotFoundError:
+        raise
+    except RecursionError:
+        raise KerasImportError(f"{path}: nested too deeply (a link loop?); refused.") from None
+    except (OSError, KeyError, RuntimeError, ValueError, TypeError, zipfile.BadZipFile) as err:
+        msg = " ".join(str(err).split()) or type(err).__name__
+        raise KerasImportError(f"{path}: cannot be read as a Keras file ({msg}).") from None
+
+
+def _read_keras(path: str | Path, config: str | Path | dict | None = None) -> KerasFile:
     """Read a `.keras` archive, a legacy `.h5` model, or a `.weights.h5` with its config.
 
     `config`: for weights-only files, the architecture: a `.keras` archive, a JSON file
@@ -141,8 +191,9 @@ def read_keras(path: str | Path, config: str | Path | dict | None = None) -> Ker
     weights are tried in that order.
     """
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"{path}: no such file.")
+    check_regular_file(path)  # a FIFO would block the read forever
     if zipfile.is_zipfile(path):
         return _read_keras_archive(path)
     h5py = h5py_module()

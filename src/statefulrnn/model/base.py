@@ -186,15 +186,37 @@ class RecurrentModel(nn.Module):
                 f"{folder} is not a statefulrnn checkpoint: it has no {MODEL_JSON}."
             )
         meta = records.read_json(meta_path)
+        if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict):
+            raise ValueError(f"{meta_path}: not a statefulrnn model.json (no config object).")
         kind = meta.get("kind")
         if kind not in _KINDS and kind in BUILT_IN_KINDS:
             importlib.import_module(BUILT_IN_KINDS[kind])  # registers it
         if kind not in _KINDS:
             raise ValueError(f"{meta_path}: unknown model kind {kind!r}; known: {sorted(_KINDS)}.")
         model_cls = _KINDS[kind]
-        dtype = getattr(torch, meta.get("dtype", "float32"))
+        dtype_name = meta.get("dtype", "float32")
+        dtype = getattr(torch, dtype_name, None) if isinstance(dtype_name, str) else None
+        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+            raise ValueError(f"{meta_path}: dtype {dtype_name!r} is not a floating point dtype.")
+        weights_path = folder / WEIGHTS
+        declared = safetensors_shapes(weights_path)
+        try:
+            with torch.device("meta"):  # shapes only: nothing allocated before they are checked
+                shell = model_cls(**meta["config"], dtype=dtype)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{meta_path}: its config does not build a {kind}: {err}") from None
+        expected = {k: tuple(v.shape) for k, v in shell.state_dict().items()}
+        if expected != declared:
+            raise ValueError(
+                f"{folder}: {WEIGHTS} does not hold the weights model.json describes: "
+                f"{_shape_difference(expected, declared)}."
+            )
         model = model_cls(**meta["config"], dtype=dtype)
-        weights = load_file(str(folder / WEIGHTS))
+        records.check_regular_file(weights_path)
+        try:
+            weights = load_file(str(weights_path))
+        except Exception as err:  # safetensors' own error types: a corrupt or truncated file
+            raise ValueError(f"{weights_path}: not a readable safetensors file ({err}).") from None
         model.load_state_dict(weights)
         if meta.get("identity") and model.identity() != meta["identity"]:
             raise ValueError(
@@ -204,6 +226,49 @@ class RecurrentModel(nn.Module):
         if isinstance(extra.get("bundle"), dict):
             model.bundle_info = extra["bundle"]
         return model.to(device) if device is not None else model
+
+
+def safetensors_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Tensor name -> shape from a safetensors file's header alone (nothing else read), with
+    a clear error for a file that is not one, is truncated, or declares more than it holds."""
+    records.check_regular_file(path)
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+        n = int.from_bytes(head, "little") if len(head) == 8 else -1
+        if n < 2 or n > min(size - 8, 100 << 20):
+            raise ValueError(f"{path}: not a safetensors file (bad header length).")
+        try:
+            header = json.loads(f.read(n))
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+            raise ValueError(f"{path}: not a safetensors file (its header is not JSON).") from None
+    if not isinstance(header, dict):
+        raise ValueError(f"{path}: not a safetensors file (its header is not an object).")
+    shapes, end = {}, 0
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            shapes[name] = tuple(int(d) for d in info["shape"])
+            end = max(end, int(info["data_offsets"][1]))
+        except (TypeError, KeyError, ValueError, IndexError):
+            raise ValueError(f"{path}: not a safetensors file (entry {name!r}).") from None
+    if 8 + n + end > size:
+        raise ValueError(
+            f"{path}: truncated: its header describes {8 + n + end} bytes, the file has {size}."
+        )
+    return shapes
+
+
+def _shape_difference(expected: dict, declared: dict) -> str:
+    missing = sorted(set(expected) - set(declared))
+    extra = sorted(set(declared) - set(expected))
+    if missing:
+        return f"no {missing[0]!r} (expected shape {list(expected[missing[0]])})"
+    if extra:
+        return f"an unexpected {extra[0]!r}"
+    name = next(k for k in sorted(expected) if expected[k] != declared[k])
+    return f"{name!r} has shape {list(declared[name])}, model.json implies {list(expected[name])}"
 
 
 def load_extra(path: str | Path) -> dict[str, Any]:

@@ -73,7 +73,8 @@ def objective_vs_window(results: dict[str, Any]) -> Figure:
     ax.set_xlabel("window (steps)")
     ax.set_ylabel(f"validation {results['loss']} ({results['predict']} prediction)")
     ax.set_title(f"{results['target']['name']}: objective against window, by mode")
-    ax.legend(fontsize=7)
+    if ax.get_legend_handles_labels()[0]:  # no trial finished: nothing to label
+        ax.legend(fontsize=7)
     return fig
 
 

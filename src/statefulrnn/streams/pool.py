@@ -72,8 +72,11 @@ class StreamPool:
         *,
         fused: bool = True,
         threads: int | None = None,
+        allow_nonfinite: bool = False,
     ):
         self.bundle: ModelBundle | None = None
+        # a NaN or inf input would stay in its stream's state for good: refused unless allowed
+        self.allow_nonfinite = allow_nonfinite
         if isinstance(model, ModelBundle):
             self.bundle, model = model, model.model
         if not isinstance(model, RecurrentModel):
@@ -107,12 +110,17 @@ class StreamPool:
 
     # ------------------------------------------------------------- the public calls
     def step(self, ids: Iterable[Hashable], x) -> Any:
-        """Advance streams `ids` by x [len(ids), k, F]; return y [len(ids), k, O]."""
+        """Advance streams `ids` by x [len(ids), k, F]; return y [len(ids), k, O].
+
+        Non-finite x is a ValueError naming the stream, and no stream is stepped (unless the
+        pool was made with `allow_nonfinite=True`)."""
         ids = ids if isinstance(ids, list) else list(ids)
         as_numpy = not isinstance(x, Tensor)
         with self._lock:
             device, dtype = self._kernel_target()
             xt = self._as_input(x, len(ids), device, dtype)
+            if not self.allow_nonfinite:
+                self._check_finite(ids, xt)  # before any state is touched
             if self.bundle is not None:
                 xt = self.bundle.to_model(xt)
             if not ids:
@@ -348,6 +356,17 @@ class StreamPool:
                 f"features); received {tuple(xt.shape)}. For one step per stream use x[:, None]."
             )
         return xt
+
+    def _check_finite(self, ids: list, xt: Tensor) -> None:
+        finite = torch.isfinite(xt).flatten(1).all(1)
+        if not bool(finite.all()):
+            i = int((~finite).nonzero()[0])
+            raise ValueError(
+                f"x for stream {ids[i]!r} (row {i}) holds NaN or inf (or a value beyond "
+                f"{str(xt.dtype).replace('torch.', '')}'s range); it would spoil the stream's "
+                "state for good, so no stream was stepped. StreamPool(..., "
+                "allow_nonfinite=True) lets it through."
+            )
 
     def _slots(self, ids: list) -> np.ndarray:
         """Slab rows of `ids` (admitting new, spilled and evicting as needed); marks them used."""
