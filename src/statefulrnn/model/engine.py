@@ -5,23 +5,43 @@ returns (out [B, T, H], h_n [1, B, H] or (h_n, c_n)), computed by the engine `ch
 
 - "fused": the layer itself (`nn.LSTM`/`nn.GRU`/`nn.RNN`): cuDNN on CUDA, ATen/oneDNN on CPU.
   Always the choice on CUDA, for float16/bfloat16, and for layers the loop does not cover.
-- "loop": the input projection of the whole chunk as one GEMM ([T·B, F] x [F, G]), then a
-  Python loop over the recurrent part only, inside one autograd Function with a hand-written
-  backward: per step one GEMM and a few in-place elementwise calls, no autograd node per step;
-  after the loop the weight gradient is one GEMM over all steps ([G, T·B] x [T·B, H]).
+- "loop": a Python loop over the chunk's steps inside one autograd Function with a
+  hand-written backward (no autograd node per step). Each step is one GEMM of the row
+  [x_t, h_{t-1}] by [W_ih, W_hh]^T (as streams/fused.py lays it out) and a few in-place
+  elementwise calls on cache-sized buffers; tanh is computed as 2 sigmoid(2z) - 1 (several
+  times faster here), the g rows of the weights doubled so one sigmoid call does all gates.
+  Only [x_t, h_{t-1}] and c_t are kept for backward; backward recomputes each step's gates
+  with one GEMM rather than storing [T, B, 4H] of them (a pass over that much memory cost
+  more than the GEMM on the machines measured), accumulates dW step by step, and gives
+  [dx_t, dh_{t-1}] with one more GEMM.
 
-    # LSTM, one step t (torch's gate order [i, f, g, o]), a = x_t W_ih^T + b (precomputed)
-    #   gates = a_t + h_{t-1} W_hh^T;  i, f, o = sigmoid(.), g = tanh(.)
+    # LSTM, one step t (torch's gate order [i, f, g, o])
+    #   a = [x_t, h_{t-1}] [W_ih, W_hh]^T + b_ih + b_hh;  i, f, o = sigmoid(a), g = tanh(a)
     #   c_t = f c_{t-1} + i g;  h_t = o tanh(c_t)
     # backward, t = T-1 .. 0, with dh = dy_t + dh_{t+1}, dc carried:
     #   dc += dh o (1 - tanh(c_t)^2);  da_o = dh tanh(c_t) o (1 - o)
     #   da_i = dc g i (1 - i);  da_f = dc c_{t-1} f (1 - f);  da_g = dc i (1 - g^2)
-    #   dh_{t} <- da W_hh;  dc <- dc f
+    #   dW += da^T [x_t, h_{t-1}];  [dx_t, dh_{t-1}] = da W;  dc <- dc f
 
-Measured on this project's 2-core AMD EPYC (torch 2.13 CPU; see benchmarks/bench_vs_keras.py
-for the numbers and their load averages): the loop beats fused nn.LSTM on the CPU for
-training chunks; `choose` keeps the fused module for inference (no gradient), where
-ATen's/oneDNN's forward has no autograd overhead to lose, and on any CUDA device.
+Measured on this project's 2-core AMD EPYC (torch 2.13 CPU, one thread, float32, forward and
+backward of one chunk, interleaved repeats, medians of CPU time; the machine was shared, load
+average 13-20, so wall times were 2-4x these):
+
+    lanes x steps x hidden      fused nn.LSTM (oneDNN)   loop      loop / fused
+    400 x 500 x 64 (seed 000)   836-1109 ms              723-777 ms  0.70-0.86
+    400 x 100 x 32              96 ms                    83 ms       0.87
+    256 x 100 x 64              101 ms                   99 ms       0.97
+    128 x 100 x 128 (F=8)       147 ms                   163 ms      1.11
+    64 x 100 x 64               16 ms                    34 ms       2.1
+    32 x 50 x 4                 2.1 ms                   11 ms       5.3
+
+The fused module wins on small chunks (its per-call cost is lower); the loop wins from
+about 25,000 lanes x hidden, where the GEMMs dominate and the fused backward's extra passes
+over [T, B, 4H] gate buffers cost more than the loop's recomputed gates. Hence
+LOOP_MIN_WIDTH and LOOP_MIN_STEPS. Inference (no gradient) stays on the fused module.
+The per-step GEMMs of the seed-000 shape run at ~150 us each on one core (~87 GFLOP/s): the
+loop's three GEMMs per step (forward, recomputed gates, dW; plus the input gradient) are most
+of its time, so no Python-level change can buy much more on one thread.
 """
 
 from __future__ import annotations
