@@ -11,9 +11,15 @@ Why (2-core AMD EPYC, torch 2.13 CPU; seed-000 shape: LSTM(64), 400 lanes, chunk
 steps, forward + backward of one chunk, interleaved repeats, medians, machine shared with other
 work, load average beside each figure):
 
-    threads   wall ms   CPU ms   (load 7.4 with 1 thread, 13.0 with 2)
+    fused nn.LSTM, OpenMP's default (active) wait policy, load 7.4 (1 thread) and 13.0 (2):
+    threads   wall ms   CPU ms
     1         2,599     881
     2         18,681    6,027      7x the wall time, 7x the CPU: the threads spin and wait
+
+    the loop engine (model/engine.py), 1 and 2 threads alternating in one process:
+                            1 thread: wall, CPU      2 threads: wall, CPU
+    OMP_WAIT_POLICY=PASSIVE  1,317, 891 ms (load 8.4)   1,622, 1,090 ms
+    OMP_WAIT_POLICY=ACTIVE   2,978, 1,842 ms (load 6.7)  9,730, 6,775 ms
 
 A step of this shape is one [400, 65] x [65, 256] GEMM (6.7M multiply-adds, ~150 us on one
 core) and a few elementwise calls on 25,600 values (below ATen's 32,768-element grain, so
@@ -22,6 +28,9 @@ part, and it costs a synchronisation per step; when any other process wants a co
 thread that waits for it stalls the step. The issue's measurements (`fit`, seed-000 shape,
 load 4-8): 25-40 s per epoch on torch's default threads, 4.5-5.5 s on one. Larger steps
 (windowed prediction: 4096 rows) keep torch's setting, where the GEMM is worth splitting.
+The passive wait policy takes most of the harm out of a second thread (1.23x instead of 3.3x
+slower under load), one thread is still the faster under load, and on a quiet machine a
+second thread can at most halve the GEMMs; so the default stays one thread for small steps.
 Beside this, `import statefulrnn` sets OMP_WAIT_POLICY=PASSIVE when nothing set it and torch
 is not loaded yet (`_openmp.py`), so OpenMP threads sleep instead of spinning when they wait.
 """
