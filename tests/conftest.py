@@ -22,3 +22,29 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "statefulrnn"))
 import torch  # noqa: E402
 
 torch.set_num_threads(1)
+
+
+# ------------------------------------------------------------------ shared test helpers
+# Imported by the test files (`from conftest import ...`; pytest puts tests/ on sys.path).
+def expected_window_starts(length: int, window: int, stride: int) -> list[int]:
+    """The stateless windows' starts, from their definition and by enumeration (not the
+    library's `window_starts`): a window at every multiple of `stride` that fits whole; then,
+    if none reaches the last step, one short window at the next multiple, if it starts inside
+    the sequence. A sequence no longer than one window is one window at 0."""
+    if length <= window:
+        return [0]
+    starts = [s for s in range(0, length, stride) if s + window <= length]
+    if starts[-1] + window < length and starts[-1] + stride < length:
+        starts.append(starts[-1] + stride)
+    return starts
+
+
+def make_rnn(input_size, hidden_size, output_size, cell="lstm", *, seed=0, eval=False, **kw):
+    """The tests' one way to build a model: a StatefulRNN whose weights are those
+    `torch.manual_seed(seed)` draws (same arguments, same model). `kw`: num_layers, dtype,
+    dropout, device. `eval=True` returns it in eval mode."""
+    from statefulrnn.model import StatefulRNN
+
+    torch.manual_seed(seed)
+    model = StatefulRNN(input_size, hidden_size, output_size, cell=cell, **kw)
+    return model.eval() if eval else model

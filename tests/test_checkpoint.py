@@ -9,23 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import make_rnn
 
 import statefulrnn as sr
 from statefulrnn import records
 from statefulrnn.train import checkpoint as ckpt_module
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def make_model(layers=2, dropout=0.3, cell="lstm", seed=0):
-    torch.manual_seed(seed)
-    return sr.StatefulRNN(2, 6, 1, cell=cell, num_layers=layers, dropout=dropout)
+    return make_rnn(2, 6, 1, cell, seed=seed, num_layers=layers, dropout=dropout)
 
 
 def make_data(seed=0):

@@ -13,6 +13,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import make_rnn
 
 import statefulrnn as sr
 from statefulrnn.model import cells
@@ -20,19 +21,9 @@ from statefulrnn.model import cells
 GRAD_TOL = 1e-10
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # tiny models: threads only add contention (and minutes, when the machine is shared)
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def make_model(cell="lstm", *, input_size=2, hidden=4, output_size=2, layers=1, seed=0):
-    torch.manual_seed(seed)
-    return sr.StatefulRNN(
-        input_size, hidden, output_size, cell=cell, num_layers=layers, dtype=torch.float64
+    return make_rnn(
+        input_size, hidden, output_size, cell, seed=seed, num_layers=layers, dtype=torch.float64
     )
 
 

@@ -1,6 +1,6 @@
 """Keras interop (issue 6): real Keras files give Keras's numbers; crafted files cover the rest.
 
-Oracles: Keras's own outputs in ../shared/keras_fixtures (every NAME.npz there is checked, with
+Oracles: Keras's own outputs in tests/fixtures/keras (every NAME.npz there is checked, with
 every model file beside it), and `statefulrnn.keras.reference`, numpy written from Keras's
 equations, for options no fixture has. Refusals are checked on small crafted files.
 """
@@ -25,19 +25,9 @@ from statefulrnn.keras import reference as ref
 from statefulrnn.keras.h5weights import snake_case
 from statefulrnn.model.base import RecurrentModel
 
-FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "keras_fixtures"
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "keras"  # written by Keras itself
 FORMATS = (".keras", ".legacy.h5", ".weights.h5")
 TOL = 1e-5
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tensors here are tiny: on a busy machine a second intra-op thread only adds contention
-    # (about a second per LSTM call measured on a loaded 2-core box, against 0.1 ms on one).
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 # ----------------------------------------------------------------------------- fixtures
@@ -46,8 +36,6 @@ def _fixture_names() -> list[str]:
 
 
 def _fixture_params():
-    if not FIXTURES.is_dir():
-        return [pytest.param(None, None, marks=pytest.mark.skip(reason=f"no {FIXTURES}"))]
     return [
         pytest.param(n, s, id=f"{n}{s}")
         for n in _fixture_names()
@@ -57,9 +45,13 @@ def _fixture_params():
 
 
 def _name_params():
-    if not FIXTURES.is_dir():
-        return [pytest.param(None, marks=pytest.mark.skip(reason=f"no {FIXTURES}"))]
     return _fixture_names()
+
+
+def test_the_fixtures_are_in_the_repository():
+    # they travel with the tests: a plain clone runs every Keras parity test, none skips
+    assert _fixture_names() == ["gru_reset_after_true", "lstm", "simplernn", "stacked_lstm_td"]
+    assert len(_fixture_params()) == 4 * len(FORMATS)
 
 
 def _run_chunked(model, x: torch.Tensor, chunk: int):
@@ -123,8 +115,6 @@ def test_reference_matches_keras_fixture(name):
 
 
 def test_fixture_paths_and_describe():
-    if not FIXTURES.is_dir():
-        pytest.skip(f"no {FIXTURES}")
     model = from_keras(FIXTURES / "stacked_lstm_td.keras")
     paths = model.paths()
     assert [p["path"] for p in paths[:2]] == ["fused nn.LSTM", "fused nn.LSTM"]
@@ -147,8 +137,6 @@ def test_save_load_round_trip(name, tmp_path):
 
 
 def test_predict_and_reset_work_on_imported_model():
-    if not FIXTURES.is_dir():
-        pytest.skip(f"no {FIXTURES}")
     data = np.load(FIXTURES / "lstm.npz")
     model = from_keras(FIXTURES / "lstm.keras")
     xs = list(data["x"].astype(np.float64))

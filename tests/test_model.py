@@ -11,6 +11,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import make_rnn
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load_file, save_file
@@ -28,15 +29,16 @@ PER_CELL = settings(max_examples=max(10, settings().max_examples // len(CELLS)))
 def make_model(
     cell, num_layers=1, input_size=2, hidden_size=5, output_size=2, seed=0, dtype=torch.float64
 ):
-    torch.manual_seed(seed)
-    return sr.StatefulRNN(
-        input_size=input_size,
-        hidden_size=hidden_size,
-        output_size=output_size,
-        cell=cell,
+    return make_rnn(
+        input_size,
+        hidden_size,
+        output_size,
+        cell,
+        seed=seed,
+        eval=True,
         num_layers=num_layers,
         dtype=dtype,
-    ).eval()
+    )
 
 
 def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import make_rnn
 
 import statefulrnn as sr
 from statefulrnn import records
@@ -29,8 +30,7 @@ TINY = ["--hidden", "3", "--window", "5", "--batch-size", "2", "--epochs", "1", 
 
 
 def make_model(seed=0):
-    torch.manual_seed(seed)
-    return sr.StatefulRNN(2, 4, 1, cell="gru")
+    return make_rnn(2, 4, 1, "gru", seed=seed)
 
 
 def table(path: Path, n=30, ids=("a", "b"), scale=1.0) -> Path:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import make_rnn
 
 import statefulrnn as sr
 from statefulrnn.model import cells
@@ -19,17 +20,8 @@ from statefulrnn.outputs import windowed_outputs
 TOL64 = 1e-12
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def make_model(cell="lstm", layers=1, dtype=torch.float64, seed=0, dropout=0.0):
-    torch.manual_seed(seed)
-    return sr.StatefulRNN(2, 5, 3, cell=cell, num_layers=layers, dtype=dtype, dropout=dropout)
+    return make_rnn(2, 5, 3, cell, seed=seed, num_layers=layers, dtype=dtype, dropout=dropout)
 
 
 def make_sequences(lengths, seed=0):

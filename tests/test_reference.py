@@ -1,7 +1,10 @@
-"""The torch model against the numpy reference, and the reference against the equations.
+"""The numpy reference against oracles of its own, then the torch model against the reference.
 
-The reference loops over time step by step in numpy and shares no code with PyTorch's fused
-kernels, so agreement to 1e-10 in float64 says both compute the documented equations.
+The reference is checked first against what does not come from this package: PyTorch's own
+one-step cells (nn.RNNCell, nn.LSTMCell, nn.GRUCell, which share no code with our model or
+with the fused sequence kernels it runs) with the same weights, and values worked out by hand
+from the equations. Only then is the model held to the reference: it loops over time step by
+step in numpy, so agreement to 1e-10 in float64 says the model computes the equations.
 """
 
 from __future__ import annotations
@@ -35,6 +38,51 @@ def random_model(cell, num_layers, input_size, hidden_size, output_size, seed, s
     return model
 
 
+# ------------------------------------------------------- the reference against PyTorch's cells
+TORCH_CELLS = {"rnn": torch.nn.RNNCell, "lstm": torch.nn.LSTMCell, "gru": torch.nn.GRUCell}
+STEP = {"rnn": reference.rnn_step, "lstm": reference.lstm_step, "gru": reference.gru_step}
+
+
+@given(
+    st.sampled_from(sorted(TORCH_CELLS)),
+    st.integers(1, 4),  # input size
+    st.integers(1, 6),  # hidden size
+    st.integers(1, 4),  # batch
+    st.sampled_from([0.1, 0.5, 1.5]),  # weight scale (1.5: saturated gates)
+    st.integers(0, 2**16),
+)
+def test_each_reference_step_equals_pytorchs_own_cell(cell, f, hidden, batch, scale, seed):
+    torch.manual_seed(seed)
+    torch_cell = TORCH_CELLS[cell](f, hidden, dtype=torch.float64)
+    with torch.no_grad():
+        for p in torch_cell.parameters():
+            p.normal_(0.0, scale)
+    w = [p.detach().numpy() for p in (torch_cell.weight_ih, torch_cell.weight_hh)]
+    b = [p.detach().numpy() for p in (torch_cell.bias_ih, torch_cell.bias_hh)]
+    rng = np.random.default_rng(seed)
+    h, c = rng.normal(size=(batch, hidden)), rng.normal(size=(batch, hidden))
+    for _ in range(5):  # a few steps, each from the state the last one reached
+        x = rng.normal(size=(batch, f))
+        with torch.no_grad():
+            if cell == "lstm":
+                h_t, c_t = torch_cell(
+                    torch.from_numpy(x), (torch.from_numpy(h), torch.from_numpy(c))
+                )
+                h, c = reference.lstm_step(x, h, c, *w, *b)
+                assert np.abs(c - c_t.numpy()).max() <= TOL
+            else:
+                h_t = torch_cell(torch.from_numpy(x), torch.from_numpy(h))
+                h = STEP[cell](x, h, *w, *b)
+        assert np.abs(h - h_t.numpy()).max() <= TOL
+        h, c = h_t.numpy(), (c_t.numpy() if cell == "lstm" else c)
+
+
+def test_every_registered_cell_has_an_independent_oracle():
+    # the PyTorch cells above, or (cells PyTorch lacks) the equation tests in their own file
+    assert set(CELLS) - set(TORCH_CELLS) <= {"mingru"}  # tests/test_mingru.py
+
+
+# ------------------------------------------------------------ the torch model against it
 @pytest.mark.parametrize("cell", CELLS)
 @PER_CELL
 @given(

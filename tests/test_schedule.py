@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import expected_window_starts
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -394,6 +395,30 @@ def test_stateless_different_seeds_give_different_orders():
         for s in range(5)
     }
     assert len(orders) == 5
+
+
+@pytest.mark.parametrize(
+    "length, window, stride, starts",
+    [  # worked out by hand
+        (3, 5, 1, [0]),  # shorter than a window: one (padded) window
+        (8, 4, 4, [0, 4]),  # two whole windows, nothing left over
+        (10, 4, 3, [0, 3, 6]),  # the window at 6 ends exactly at the last step
+        (11, 4, 3, [0, 3, 6, 9]),  # step 10 is past the window at 6: a short one at 9
+        (5, 2, 4, [0, 4]),  # stride > window: the short window at 4 holds the last step
+        (5, 2, 6, [0]),  # the next start (6) lies past the end: no empty window
+        (7, 3, 1, [0, 1, 2, 3, 4]),  # rolling windows
+    ],
+)
+def test_window_starts_by_hand(length, window, stride, starts):
+    assert expected_window_starts(length, window, stride) == starts  # the tests' oracle
+    assert window_starts(length, window, stride).tolist() == starts  # the library
+
+
+@given(st.integers(1, 60), st.integers(1, 12), st.integers(1, 15))
+def test_window_starts_equal_their_definition(length, window, stride):
+    assert window_starts(length, window, stride).tolist() == expected_window_starts(
+        length, window, stride
+    )
 
 
 @given(st.integers(1, 60), st.integers(1, 12), st.integers(1, 15))

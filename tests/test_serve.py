@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
+from conftest import make_rnn
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -41,8 +41,7 @@ CLI = "import sys; from statefulrnn.cli import main; sys.exit(main())"
 
 
 def make_model(seed=0, cell="lstm"):
-    torch.manual_seed(seed)
-    return sr.StatefulRNN(F, H, OUT, cell=cell).eval()
+    return make_rnn(F, H, OUT, cell, seed=seed, eval=True)
 
 
 def make_bundle(seed=0, cell="lstm"):

@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import make_rnn
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import statefulrnn as sr
 from statefulrnn.cli import main
 from statefulrnn.streams import StreamPool
 from statefulrnn.streams.durable import MemoryStore, SQLiteStore, StoreError, Write, store_meta
@@ -32,8 +32,7 @@ HERE = Path(__file__).parent
 
 
 def make_model(seed=0, cell="lstm"):
-    torch.manual_seed(seed)
-    return sr.StatefulRNN(F, H, OUT, cell=cell).eval()
+    return make_rnn(F, H, OUT, cell, seed=seed, eval=True)
 
 
 @torch.no_grad()

@@ -16,7 +16,7 @@ import sys
 
 import numpy as np
 import pytest
-import torch
+from conftest import make_rnn
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
@@ -30,8 +30,7 @@ LIMITS = LineLimits(max_line_bytes=4096)
 
 
 def make_model(seed=0):
-    torch.manual_seed(seed)
-    return sr.StatefulRNN(F, 6, 1, cell="gru").eval()
+    return make_rnn(F, 6, 1, "gru", seed=seed, eval=True)
 
 
 MODEL = make_model()

@@ -21,6 +21,7 @@ from unittest import mock
 import numpy as np
 import pytest
 import torch
+from conftest import make_rnn
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -41,17 +42,8 @@ FAST = [c for c in CELLS if cells.get(c).fast_stream]  # cells with a fused stre
 PER_CELL = settings(max_examples=max(10, settings().max_examples // len(CELLS)))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def make_model(cell="lstm", layers=1, hidden=H, dtype=torch.float32, seed=0):
-    torch.manual_seed(seed)
-    return sr.StatefulRNN(F, hidden, OUT, cell=cell, num_layers=layers, dtype=dtype).eval()
+    return make_rnn(F, hidden, OUT, cell, seed=seed, eval=True, num_layers=layers, dtype=dtype)
 
 
 def make_xs(lengths, seed=0) -> list[np.ndarray]:
@@ -193,16 +185,13 @@ def test_models_the_fused_path_does_not_cover_go_through_forward():
     assert_close(feed.outputs(), [whole(model, x) for x in xs])
 
 
-KERAS_FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "keras_fixtures"
+KERAS_FIXTURES = Path(__file__).resolve().parent / "fixtures" / "keras"
 
 
 @pytest.mark.parametrize("name", ["lstm", "stacked_lstm_td"])
 def test_keras_imported_models_stream_through_forward(name, tmp_path):
     """Any RecurrentModel streams: an imported Keras stack with per-layer state names."""
     path = KERAS_FIXTURES / f"{name}.keras"
-    if not path.is_file():
-        pytest.skip(f"no {path}")
-    pytest.importorskip("h5py")
     model = sr.from_keras(path)
     xs = [x[:, :1].repeat(model.input_size, 1) for x in make_xs([6, 4], seed=1)]
     pool = sr.StreamPool(model)

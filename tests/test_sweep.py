@@ -174,7 +174,8 @@ def test_rerun_resumes_and_best_config_is_read_by_train(tmp_path, capsys):
     with pytest.raises(ValueError, match="sweeps something else"):
         sr.sweep("first-bit", **{**kw, "space": {**space, "hidden": 4}})
 
-    options = pytest.importorskip("statefulrnn.cli.options")
+    from statefulrnn.cli import options
+
     cfg = options.load_config(out / "best.toml", "train")
     best = more.best
     assert cfg["window"] == best["window"] and cfg["hidden"] == 3 and cfg["epochs"] == 2
@@ -229,7 +230,6 @@ def test_table_sweep_best_config_trains_to_the_same_validation_loss(tmp_path, ca
     """DATA sweeps prepare the file as `statefulrnn train` does: its best.toml retrains to the
     very validation loss the sweep measured."""
     pd = pytest.importorskip("pandas")
-    pytest.importorskip("statefulrnn.cli.train")
     import numpy as np
 
     from statefulrnn.cli import main

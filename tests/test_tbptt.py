@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import expected_window_starts, make_rnn
 
 import statefulrnn as sr
 from statefulrnn.model import cells
@@ -18,17 +19,8 @@ from statefulrnn.model import cells
 GRAD_TOL = 1e-10
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def make_model(cell="lstm", layers=1, seed=0):
-    torch.manual_seed(seed)
-    return sr.StatefulRNN(2, 4, 2, cell=cell, num_layers=layers, dtype=torch.float64)
+    return make_rnn(2, 4, 2, cell, seed=seed, num_layers=layers, dtype=torch.float64)
 
 
 def make_sequences(lengths, seed=0, weights="random"):
@@ -199,17 +191,6 @@ def test_tbptt_trains_with_the_same_forward_outputs():
 
 
 # --------------------------------------------------------------------------- burn-in
-def window_starts(t, window, stride):
-    """Starts of the windows of a sequence of t steps: every `stride` while a window fits,
-    plus one short window if the last full one stops before the end (every step covered)."""
-    if t <= window:
-        return [0]
-    starts = list(range(0, t - window + 1, stride))
-    if starts[-1] + window < t and starts[-1] + stride < t:
-        starts.append(starts[-1] + stride)
-    return starts
-
-
 def burn_in_oracle(model, seqs, window, burn_in, stride=None, target="all"):
     """Sum over windows (one per chunk) of d(window loss / window weight); each window starts
     from a no-grad run over its `burn_in` steps before (all of them for "all")."""
@@ -217,7 +198,7 @@ def burn_in_oracle(model, seqs, window, burn_in, stride=None, target="all"):
     total = None
     for item in seqs:
         x, y, w = (torch.from_numpy(a) for a in (item.x, item.y, item.w))
-        for s in window_starts(len(x), window, stride):
+        for s in expected_window_starts(len(x), window, stride):
             e = min(s + window, len(x))
             ww = w.clone()
             if target == "last":
