@@ -47,6 +47,7 @@ def train_args(data, out, *extra):
 
 
 # ---------------------------------------------------------------- the real command line
+@pytest.mark.slow  # > 20 s on the shared 2-core machine
 def test_csv_train_predict_round_trip_through_the_real_cli(tmp_path):
     df = sensors()
     data = write_table(df, tmp_path / "sensors.csv")

@@ -37,6 +37,7 @@ TINY = {
 }
 
 
+@pytest.mark.slow  # > 20 s on the shared 2-core machine
 @pytest.mark.parametrize("task", sorted(TINY))
 def test_compare_writes_schema_and_report(task, tmp_path, capsys):
     args = ["compare", task, "--quick", "--out", str(tmp_path), "-q"]

@@ -231,6 +231,7 @@ def moving_average_data(input_len=1000, tsteps=2, seed=1986):
     return (x[:n_train], y[:n_train]), (x[n_train:], y[n_train:])
 
 
+@pytest.mark.slow  # > 20 s on the shared 2-core machine
 def test_moving_average_stateful_beats_stateless():
     (xtr, ytr), (xte, yte) = moving_average_data()
     assert np.allclose(ytr[1:], (xtr[1:] + xtr[:-1]) / 2)

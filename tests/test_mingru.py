@@ -132,6 +132,7 @@ def ema_sequences(n: int, length: int, seed: int) -> sr.Sequences:
     return sr.Sequences.from_arrays(xs, ys)
 
 
+@pytest.mark.slow  # > 20 s on the shared 2-core machine
 def test_trains_statefully_and_predicts_both_ways():
     torch.manual_seed(0)
     model = sr.StatefulRNN(1, 8, 1, cell="mingru")

@@ -137,6 +137,7 @@ def test_out_root_or_current_folder_is_refused(where, tmp_path, monkeypatch, cap
     assert not [p for p in os.listdir("/") if p.endswith(".tmp")]
 
 
+@pytest.mark.slow  # > 20 s on the shared 2-core machine
 def test_orphaned_temp_folders_of_killed_saves_are_removed_by_the_next(tmp_path):
     """A save killed mid-write (a real SIGKILL, in a child) leaves its temp folder; the next
     save of that folder removes it, and leaves a live writer's temp folder alone."""

@@ -439,6 +439,7 @@ def _stream(model_dir, state, **kw) -> subprocess.Popen:
     )
 
 
+@pytest.mark.slow  # > 20 s on the shared 2-core machine
 def test_stream_cli_survives_sigterm_with_state(tmp_path):
     model = make_model("lstm", 2)
     model.save(tmp_path / "model")
