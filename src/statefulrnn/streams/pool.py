@@ -358,6 +358,10 @@ class StreamPool:
         return xt
 
     def _check_finite(self, ids: list, xt: Tensor) -> None:
+        # on the CPU numpy's test costs ~2 us; five torch calls cost ~25 us, as much as a step
+        cpu = xt.device.type == "cpu" and xt.dtype in (torch.float32, torch.float64)
+        if cpu and np.isfinite(xt.numpy()).all():
+            return
         finite = torch.isfinite(xt).flatten(1).all(1)
         if not bool(finite.all()):
             i = int((~finite).nonzero()[0])
