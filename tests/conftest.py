@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 
 from hypothesis import HealthCheck, settings
@@ -48,3 +49,18 @@ def make_rnn(input_size, hidden_size, output_size, cell="lstm", *, seed=0, eval=
     torch.manual_seed(seed)
     model = StatefulRNN(input_size, hidden_size, output_size, cell=cell, **kw)
     return model.eval() if eval else model
+
+
+class PoisonAfter(torch.optim.SGD):
+    """SGD that writes inf into a weight after `n` steps: the next chunk's loss is not finite."""
+
+    def __init__(self, params, n):
+        super().__init__(params, lr=1e-3)
+        self.n, self.steps = n, 0
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        super().step(closure)
+        self.steps += 1
+        if self.steps == self.n:
+            self.param_groups[0]["params"][0].fill_(math.inf)

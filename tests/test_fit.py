@@ -8,12 +8,10 @@ tasks (moving average, first bit) are small enough to train in seconds.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 import torch
-from conftest import make_rnn
+from conftest import PoisonAfter, make_rnn
 
 import statefulrnn as sr
 from statefulrnn.model import cells
@@ -372,21 +370,6 @@ def test_bad_data_says_which_sequence_and_step():
         sr.fit(model, sr.Sequences.from_arrays(x, [np.zeros((5, 2)), np.zeros((4, 2))]), verbose=0)
     with pytest.raises(TypeError, match=r"train must be a statefulrnn.Sequences"):
         sr.fit(model, (x, y_bad), verbose=0)
-
-
-class PoisonAfter(torch.optim.SGD):
-    """SGD that writes inf into a weight after `n` steps: the next chunk's loss is not finite."""
-
-    def __init__(self, params, n):
-        super().__init__(params, lr=1e-3)
-        self.n, self.steps = n, 0
-
-    @torch.no_grad()
-    def step(self, closure=None):
-        super().step(closure)
-        self.steps += 1
-        if self.steps == self.n:
-            self.param_groups[0]["params"][0].fill_(math.inf)
 
 
 def test_diverging_loss_names_epoch_and_chunk_and_restores_the_model(tmp_path):

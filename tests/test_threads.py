@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-import math
 import os
 import subprocess
 import sys
@@ -11,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import PoisonAfter
 
 import statefulrnn as sr
 from statefulrnn import threads
@@ -211,21 +211,6 @@ def test_deferred_losses_are_read_once_per_sync_not_per_update(deferred, monkeyp
     sr.fit(sr.StatefulRNN(2, 4, 1), data, epochs=1, window=3, batch_size=3, verbose=0)
     assert items == []  # no loss read back per chunk
     assert reads == [4, 4, 4, 4]  # 16 chunks, read 4 at a time
-
-
-class PoisonAfter(torch.optim.SGD):
-    """SGD that writes inf into a weight after `n` steps: the next chunk's loss is not finite."""
-
-    def __init__(self, params, n):
-        super().__init__(params, lr=1e-3)
-        self.n, self.steps = n, 0
-
-    @torch.no_grad()
-    def step(self, closure=None):
-        super().step(closure)
-        self.steps += 1
-        if self.steps == self.n:
-            self.param_groups[0]["params"][0].fill_(math.inf)
 
 
 def test_deferred_divergence_still_names_epoch_and_chunk(deferred):

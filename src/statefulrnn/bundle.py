@@ -75,6 +75,10 @@ class ModelBundle:
     mode: str = "stateful"
     window: int | None = None
     fit: dict[str, Any] = field(default_factory=dict)
+    # the scaling as tensors, one pair per (part, dtype, device): StreamPool scales every step
+    _moments: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         if self.loss not in LINKS:
@@ -108,7 +112,7 @@ class ModelBundle:
         """User inputs [..., F] (numpy or tensor) -> what the network takes."""
         if self.scaling is None:
             return x
-        return _affine(x, self.scaling.x.mean, self.scaling.x.std, invert=False)
+        return self._affine(x, "x", invert=False)
 
     def to_user(self, y_model):
         """Network outputs [..., O] (numpy or tensor) -> user units: the link, then the target
@@ -119,8 +123,26 @@ class ModelBundle:
             t = torch.sigmoid(t) if self.link == "sigmoid" else torch.softmax(t, -1)
             y = t if isinstance(y, torch.Tensor) else t.numpy()
         if self.scaling is not None and self.scaling.y is not None:
-            y = _affine(y, self.scaling.y.mean, self.scaling.y.std, invert=True)
+            y = self._affine(y, "y", invert=True)
         return y
+
+    def _affine(self, a, part: str, *, invert: bool):
+        """(a - mean) / std, or a · std + mean, with the scaling's `part` ("x" or "y"), for
+        numpy arrays and tensors alike."""
+        scale = getattr(self.scaling, part)
+        if isinstance(a, torch.Tensor):
+            key = (part, a.dtype, a.device)
+            if key not in self._moments:
+                self._moments[key] = (
+                    torch.as_tensor(scale.mean, dtype=a.dtype, device=a.device),
+                    torch.as_tensor(scale.std, dtype=a.dtype, device=a.device),
+                )
+            m, s = self._moments[key]
+            return a * s + m if invert else (a - m) / s
+        arr = np.asarray(a)
+        dtype = arr.dtype if arr.dtype.kind == "f" else np.float64
+        mean, std = scale.mean.astype(dtype), scale.std.astype(dtype)
+        return arr * std + mean if invert else (arr - mean) / std
 
     def to_model_sequences(self, seqs: Sequences, *, targets: bool = True) -> Sequences:
         """Sequences as the network saw them in training (inputs, and mse targets, scaled)."""
@@ -246,15 +268,3 @@ def load_bundle(path: str | Path, *, device: torch.device | str | None = None) -
             window=int(train.get("window", 50)),
         )
     return ModelBundle(model)
-
-
-def _affine(a, mean: np.ndarray, std: np.ndarray, *, invert: bool):
-    """(a - mean) / std, or a · std + mean, for numpy arrays and tensors alike."""
-    if isinstance(a, torch.Tensor):
-        m = torch.as_tensor(mean, dtype=a.dtype, device=a.device)
-        s = torch.as_tensor(std, dtype=a.dtype, device=a.device)
-        return a * s + m if invert else (a - m) / s
-    arr = np.asarray(a)
-    dtype = arr.dtype if arr.dtype.kind == "f" else np.float64
-    mean_a, std_a = mean.astype(dtype), std.astype(dtype)
-    return arr * std_a + mean_a if invert else (arr - mean_a) / std_a

@@ -138,8 +138,7 @@ def _predict(
         return bundle.predict(
             sequences, mode=mode, window=window, burn_in=burn_in, batch_size=batch_size
         )
-    net = model.model if not isinstance(model, RecurrentModel) else model
-    out = outputs_in_model_units(net, sequences, mode or "stateful", window, burn_in, batch_size)
+    out = outputs_in_model_units(_network(model), sequences, mode or "stateful", window, burn_in, batch_size)
     if loss is not None:
         out = losses.to_probabilities(torch.from_numpy(out), loss).numpy()
     return _unpack(out, pack(sequences).offsets)
@@ -177,8 +176,7 @@ def _evaluate(
     loss = loss or "mse"
     losses.get_loss(loss)
     metrics = losses.default_metrics(loss) if metrics is None else list(metrics)
-    net = model.model if not isinstance(model, RecurrentModel) else model
-    out = outputs_in_model_units(net, sequences, mode or "stateful", window, burn_in, batch_size)
+    out = outputs_in_model_units(_network(model), sequences, mode or "stateful", window, burn_in, batch_size)
     return score(out, sequences, loss, metrics)
 
 

@@ -186,10 +186,8 @@ def train_table(
         )
         echo(notes[-1])
 
-    batch_size = cfg.batch_size
-    if cfg.mode == "stateful" and len(train_s) < batch_size:
-        batch_size = len(train_s)  # a lane with no sequence would only compute zeros
-        notes.append(f"stateful: {batch_size} lanes, one per training sequence")
+    if cfg.mode == "stateful" and len(train_s) < cfg.batch_size:  # fit lowers the lanes
+        notes.append(f"stateful: {len(train_s)} lanes, one per training sequence")
         echo(notes[-1])
 
     torch.manual_seed(cfg.seed)
@@ -208,7 +206,7 @@ def train_table(
             val_s,
             mode=cfg.mode,
             window=cfg.window,
-            batch_size=batch_size,
+            batch_size=cfg.batch_size,
             epochs=cfg.epochs,
             loss=cfg.loss,
             optimizer=cfg.optimizer,
