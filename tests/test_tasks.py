@@ -95,3 +95,26 @@ def test_unknown_task_and_parameter_errors():
         get_task("sine").resolve(overrides={"epoch": "3"})
     with pytest.raises(ValueError, match="expected a int"):
         get_task("sine").resolve(overrides={"epochs": "many"})
+
+
+@pytest.mark.parametrize(
+    "stateful, stateless, says",
+    [
+        (1e-6, 1e-3, "1000x lower"),  # below the converged bar: no caveat
+        (5e-4, 1e-3, "not confirmed"),  # helps, but above the bar: the answer says so
+        (2e-3, 1e-3, "did not help"),  # worse with state: the answer does not claim help
+    ],
+)
+def test_moving_average_answer_follows_the_numbers(stateful, stateless, says):
+    p = {k: v.quick for k, v in moving_average.PARAMS.items()}
+    limit = moving_average.CONVERGED * moving_average.floor_mse(p, p["tsteps"] - 1)
+    results = {
+        "configs": {
+            "stateful-seed": {"test": {"stateful": {"loss": stateful}}},
+            "stateless-seed": {"test": {"windowed": {"loss": stateless}}},
+        }
+    }
+    text = moving_average.answer(p, results)
+    assert says in text
+    assert ("not confirmed" in text) == (stateless > stateful >= limit)
+    assert ("only the stateful model sees" in text) == (stateful < stateless)

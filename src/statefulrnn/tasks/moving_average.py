@@ -243,11 +243,24 @@ def answer(p: dict, results: dict) -> str:
         return ""
     st = c["stateful-seed"]["test"]["stateful"]["loss"]
     win = c["stateless-seed"]["test"]["windowed"]["loss"]
-    return (
-        f"With a window of {la} step(s) and an average over {ts}, carrying state: test MSE "
-        f"{st:.2g}; stateless: {win:.2g}, no better than the best any {la}-step window can do "
-        f"({floor_mse(p, la):.2g}) - only the stateful model sees the older input."
+    head = f"With a window of {la} step(s) and an average over {ts}, "
+    floor = f"the best any {la}-step window can do is {floor_mse(p, la):.2g}"
+    if st >= win:
+        return (
+            head + f"carrying state did not help in this run: test MSE {st:.2g} with state, "
+            f"{win:.2g} without ({floor})."
+        )
+    text = (
+        head + f"carrying state: test MSE {st:.2g}, {win / st:.0f}x lower than stateless "
+        f"({win:.2g}; {floor}) - only the stateful model sees the older input."
     )
+    limit = CONVERGED * floor_mse(p, ts - 1)
+    if st >= limit:
+        text += (
+            f" It stays above the 'converged' bar ({limit:.2g}) in this run, so the claim that"
+            " only the stateful model converges is not confirmed below."
+        )
+    return text
 
 
 TASK = Task(
