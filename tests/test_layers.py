@@ -17,7 +17,7 @@ modules of its own unit; never a unit of its own layer (sideways) or of a higher
     outputs                                whole-sequence passes and scores (train and predict share them)
     model | datasets                       the recurrent model (+ ONNX export); shipped series
     data                                   sequences and schedules
-    package | records | losses             the lazy facade, file formats, loss functions
+    package | records | losses | modes     the lazy facade, file formats, loss functions, mode names
 
 `reference` (the numpy oracle of the tests) imports none of the package and is imported by
 no module of it.
@@ -39,6 +39,7 @@ LAYERS: list[dict[str, tuple[str, ...]]] = [  # unit -> the modules it is made o
         "records": ("statefulrnn.records",),
         "losses": ("statefulrnn.losses",),
         "threads": ("statefulrnn.threads",),
+        "modes": ("statefulrnn.modes",),
     },
     {"data": ("statefulrnn.data",)},
     {"model": ("statefulrnn.model", "statefulrnn.export"), "datasets": ("statefulrnn.datasets",)},

@@ -10,9 +10,7 @@ and the command line's `--help` do not import torch.
 
 from __future__ import annotations
 
-import sys
-import types
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import statefulrnn._openmp  # noqa: F401  (first: OpenMP threads sleep, not spin, when they wait)
 from statefulrnn._lazy import attach
@@ -26,7 +24,7 @@ _EXPORTS = {
     "Callback": "statefulrnn.train.callbacks",
     "EarlyStopping": "statefulrnn.train.callbacks",
     "History": "statefulrnn.train.history",
-    "TrainConfig": "statefulrnn.train.fit",
+    "TrainConfig": "statefulrnn.train.config",
     "TrainingDiverged": "statefulrnn.train.fit",
     "fit": "statefulrnn.train.fit",
     "evaluate": "statefulrnn.predict",
@@ -74,19 +72,6 @@ __all__ = [
 __getattr__, __dir__ = attach(__name__, _EXPORTS)
 
 
-class _Package(types.ModuleType):
-    """`import statefulrnn.predict` binds the submodule as the package's attribute `predict`,
-    which would hide the function `sr.predict` (and `sr.evaluate` stays a function anyway):
-    a public name keeps naming the function, as it did when the package imported eagerly."""
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name in _EXPORTS and isinstance(value, types.ModuleType):
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package
-
 if TYPE_CHECKING:  # the names as the type checker and editors see them
     from statefulrnn.bundle import ModelBundle, load_bundle
     from statefulrnn.data.files import read_sequences
@@ -100,5 +85,6 @@ if TYPE_CHECKING:  # the names as the type checker and editors see them
     from statefulrnn.predict import evaluate, predict
     from statefulrnn.streams.pool import StreamPool
     from statefulrnn.train.callbacks import Callback, EarlyStopping
-    from statefulrnn.train.fit import TrainConfig, TrainingDiverged, fit
+    from statefulrnn.train.config import TrainConfig
+    from statefulrnn.train.fit import TrainingDiverged, fit
     from statefulrnn.train.history import History

@@ -4,14 +4,28 @@
 package lists its public names and the module each lives in, and `attach` gives it the
 module-level `__getattr__` and `__dir__` that import that module when the name is first read
 (PEP 562). The value is then cached in the package, so later reads are plain attribute reads.
+
+A public name may be the name of a submodule too (`statefulrnn.predict`, `statefulrnn.train.fit`):
+importing the submodule binds it as the package's attribute, which would hide the function.
+`attach` makes the package keep its public names for what they name, as an eager package would.
 """
 
 from __future__ import annotations
 
 import importlib
 import sys
+import types
 from collections.abc import Callable, Mapping
 from typing import Any
+
+
+class _Package(types.ModuleType):
+    """A package whose public names are not replaced by its submodules when those are imported."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if isinstance(value, types.ModuleType) and name in vars(self).get("_exports", ()):
+            return
+        super().__setattr__(name, value)
 
 
 def attach(
@@ -30,4 +44,7 @@ def attach(
     def __dir__() -> list[str]:
         return sorted(set(vars(sys.modules[package])) | set(exports))
 
+    module = sys.modules[package]
+    module._exports = exports  # type: ignore[attr-defined]
+    module.__class__ = _Package
     return __getattr__, __dir__

@@ -197,7 +197,9 @@ def run(args) -> int:
         main = distributed.join(args, "train")  # under torchrun: rank 0 prints and writes
         opts = o.resolve(args, "train", defaults())
         o.require(opts, "data", "features", "targets", "out")
-        cfg = TableTrainConfig(**{f.name: opts[f.name] for f in fields(TableTrainConfig)})
+        cfg = TableTrainConfig(
+            **{f.name: opts[f.name] for f in fields(TableTrainConfig) if f.name in opts}
+        )
         result = train_table(
             cfg, echo=print if main else distributed.silent, force=bool(opts.get("force"))
         )

@@ -14,34 +14,41 @@ from __future__ import annotations
 
 import copy
 import functools
+import inspect
 import math
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from statefulrnn import losses, records
 from statefulrnn.bundle import ModelBundle
 from statefulrnn.data.scaling import Scaling
-from statefulrnn.data.schedule import Chunk, Schedule, pack, stateful_schedule, stateless_schedule
+from statefulrnn.data.schedule import Schedule, stateful_schedule, stateless_schedule
 from statefulrnn.data.sequences import Sequences
 from statefulrnn.model.base import RecurrentModel
 from statefulrnn.outputs import score, stateful_outputs, windowed_outputs
 from statefulrnn.threads import check as check_threads
 from statefulrnn.threads import for_model as threads_for
-from statefulrnn.train import tbptt
 from statefulrnn.train.callbacks import Callback, EarlyStopping
 from statefulrnn.train.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
+from statefulrnn.train.chunks import (
+    BurnIn,
+    ChunkSource,
+    StatefulChunks,
+    StatelessChunks,
+    chunk_sizes,
+)
+from statefulrnn.train.config import OptimizerFactory, TrainConfig, resolve
 from statefulrnn.train.distributed import Local, join_world
 from statefulrnn.train.history import History
 from statefulrnn.train.progress import Progress
+from statefulrnn.train.tbptt import TBPTTChunks
 
-MODES = ("stateful", "stateless")
 SYNC_EVERY = 64  # chunks between reads of the losses kept on a CUDA (non-CPU) device
 OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
     "adam": torch.optim.Adam,
@@ -51,7 +58,6 @@ OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
     "keras-rmsprop": functools.partial(torch.optim.RMSprop, alpha=0.9, eps=1e-7),
     "sgd": torch.optim.SGD,
 }
-OptimizerFactory = Callable[[Any], torch.optim.Optimizer]
 
 
 class TrainingDiverged(RuntimeError):
@@ -65,69 +71,6 @@ class FewUpdatesWarning(UserWarning):
 # below this many optimizer updates per epoch, and this many in the whole run, fit warns
 FEW_UPDATES_PER_EPOCH = 10
 FEW_UPDATES_IN_RUN = 500
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Everything that decides a training run; written into checkpoints and run folders."""
-
-    mode: str = "stateful"  # "stateless": every window starts from a zero (or burnt-in) state
-    window: int = 50  # steps per chunk; gradients stop at chunk edges (k1 of TBPTT)
-    batch_size: int = 32  # lanes (stateful) or windows (stateless) per optimizer step
-    epochs: int = 10  # passes over the training sequences
-    loss: str = "mse"  # "mse", "bce" (logits out), "ce" (one logit per class)
-    optimizer: str = "adam"  # "adam", "rmsprop", "sgd", "adamw", or a factory's name
-    lr: float = 1e-3  # learning rate
-    clip: float | None = None  # max global gradient norm; None: no clipping
-    seed: int = 0  # sequence/window order and dropout; same seed, same history
-    stride: int | None = None  # stateless: steps between window starts (default: window)
-    target: str = "all"  # stateless: "all" steps of a window scored, or the "last" only
-    backprop: int | None = (
-        None  # stateful: k2 >= window steps of gradient per chunk (TBPTT(k1, k2))
-    )
-    burn_in: int | str | None = (
-        None  # stateless: steps run before each window without gradient, or "all"
-    )
-    shuffle: bool = True  # shuffle sequence (stateful) or window (stateless) order per epoch
-    val_window: int | None = None  # windowed validation: window (default: window)
-    metrics: tuple[str, ...] = ()  # e.g. ("accuracy",) for bce / ce
-
-
-def _check_config(cfg: TrainConfig) -> None:
-    if cfg.mode not in MODES:
-        raise ValueError(f"unknown mode {cfg.mode!r}; choose one of {MODES}.")
-    losses.get_loss(cfg.loss)
-    for name in ("window", "batch_size"):
-        v = getattr(cfg, name)
-        if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
-            raise ValueError(f"{name} must be an integer >= 1; received {v!r}.")
-    if not isinstance(cfg.epochs, int) or cfg.epochs < 0:
-        raise ValueError(f"epochs must be an integer >= 0; received {cfg.epochs!r}.")
-    if not (isinstance(cfg.lr, (int, float)) and cfg.lr > 0):
-        raise ValueError(f"lr must be a positive number; received {cfg.lr!r}.")
-    if cfg.clip is not None and not cfg.clip > 0:
-        raise ValueError(f"clip must be a positive gradient norm or None; received {cfg.clip!r}.")
-    if cfg.backprop is not None:
-        if cfg.mode != "stateful":
-            raise ValueError(
-                "backprop (k2 of TBPTT) applies to mode='stateful'; stateless windows use burn_in."
-            )
-        if not isinstance(cfg.backprop, int) or cfg.backprop < cfg.window:
-            raise ValueError(
-                f"backprop must be an integer >= window ({cfg.window}); received {cfg.backprop!r}."
-            )
-    if cfg.burn_in is not None:
-        if cfg.mode != "stateless":
-            raise ValueError(
-                "burn_in applies to mode='stateless'; stateful training already carries state."
-            )
-        if cfg.burn_in != "all" and (not isinstance(cfg.burn_in, int) or cfg.burn_in < 0):
-            raise ValueError(f"burn_in must be an integer >= 0 or 'all'; received {cfg.burn_in!r}.")
-    for m in cfg.metrics:
-        if m not in losses.METRICS:
-            raise ValueError(f"unknown metric {m!r}; choose from {sorted(losses.METRICS)}.")
-        if m == "accuracy" and cfg.loss == "mse":
-            raise ValueError("metric 'accuracy' needs loss 'bce' or 'ce'.")
 
 
 def make_optimizer(
@@ -184,20 +127,8 @@ def build_schedule(train: Sequences, cfg: TrainConfig, epoch: int, dtype: torch.
 
 def chunk_norms(schedule: Schedule) -> list[float]:
     """Each chunk's weight sum: its loss is the weighted mean over the steps it scores."""
-    sums = torch.stack([w.sum() for w in schedule.w.split(_chunk_sizes(schedule))])
+    sums = torch.stack([w.sum() for w in schedule.w.split(chunk_sizes(schedule))])
     return sums.tolist()
-
-
-def _chunk_sizes(schedule: Schedule) -> list[int]:
-    return np.diff(schedule.bounds).tolist()
-
-
-def _chunk_views(schedule: Schedule):
-    """Every chunk of the epoch as views, cut by one `split` per tensor: with one step per
-    chunk (window 1, batch 1), slicing four tensors per chunk shows in the time per update."""
-    sizes = _chunk_sizes(schedule)
-    parts = (t.split(sizes) for t in (schedule.x, schedule.y, schedule.w, schedule.reset))
-    return map(Chunk, *parts, schedule.any_reset, schedule.all_reset)
 
 
 class _Step:
@@ -213,17 +144,6 @@ class _Step:
         if self.clip is not None:
             torch.nn.utils.clip_grad_norm_(self.params, self.clip)
         self.optimizer.step()
-
-
-def _burn_in_index(schedule: Schedule, offsets: np.ndarray, burn_in: int, pad: int):
-    """Per window row: packed indices of the burn-in steps before it, and how many there are."""
-    first = schedule.source[:, 0]
-    seq = np.searchsorted(offsets, first, side="right") - 1
-    n = np.minimum(first - offsets[seq], burn_in)
-    width = max(int(n.max()), 1)
-    pos = np.arange(width)[None, :]
-    idx = np.where(pos < n[:, None], first[:, None] - n[:, None] + pos, pad)
-    return torch.from_numpy(idx), torch.from_numpy(n)
 
 
 def run_epoch(
@@ -247,10 +167,7 @@ def run_epoch(
     # the weighted sum of `step.loss_fn` without its weight sum: `norms` hold those already
     step_loss = losses.STEP_LOSSES[cfg.loss]
     total, weight, steps_done = 0.0, 0.0, 0
-    if cfg.mode == "stateful" and cfg.backprop is not None and cfg.backprop > cfg.window:
-        chunks = tbptt.chunks(model, schedule, cfg.backprop, scored=[v > 0 for v in norms])
-    else:
-        chunks = _plain_chunks(model, schedule, cfg, train)
+    chunks = chunk_source(model, schedule, cfg, train, norms)
     # off the CPU, the losses stay on the device and are read back every SYNC_EVERY chunks (and
     # at the end) in one transfer: no host sync per update. The sums, the order of addition
     # and the divergence message (epoch, chunk) are those of the per-chunk path.
@@ -270,11 +187,11 @@ def run_epoch(
             progress.update(k + 1, loss=total / max(weight, 1e-30), steps=done)
         pending.clear()
 
-    for k, (y_hat, y, w, finish) in enumerate(chunks):
+    for k, (y_hat, y, w) in enumerate(chunks):
         norm = norms[k]
         if norm == 0:  # nothing scored in this chunk: the state has moved on, no update
-            finish()
             continue
+        assert y_hat is not None  # only a chunk with nothing to score may come without outputs
         if reduce is None and norm == 1.0 and w.numel() == 1:
             # one step of weight 1 (per-step training): its loss is the weighted mean as it
             # is, bit for bit; the identity ops (x * 1, a sum of one value) cost a fifth of
@@ -290,14 +207,12 @@ def run_epoch(
             except RuntimeError:
                 settle()  # a loss that was not finite is the reason to report, if there is one
                 raise
-            finish()
             if len(pending) >= SYNC_EVERY:
                 settle()
             continue
         value = s.item() if reduce is None else reduce(s)
         _check_finite(value, epoch, k, len(schedule))
         step(s if norm == 1.0 else s / norm)  # (x / 1 is x: one op fewer per update)
-        finish()
         total += value
         weight += norm
         progress.update(k + 1, loss=total / max(weight, 1e-30), steps=steps_done)
@@ -320,38 +235,19 @@ def _check_finite(value: float, epoch: int, k: int, chunks: int) -> None:
         )
 
 
-def _plain_chunks(model, schedule: Schedule, cfg: TrainConfig, train: Sequences):
-    """Yield (y_hat, y, w, finish) per chunk; `finish()` moves the carried state on."""
-    device = model.device
-    stateful = cfg.mode == "stateful"
-    burn = 0
-    if not stateful and cfg.burn_in:
-        burn = int(train.lengths.max()) if cfg.burn_in == "all" else int(cfg.burn_in)
-    if burn:
-        packed = pack(train)
-        x_all = torch.from_numpy(np.concatenate([packed.x, np.zeros((1, packed.x.shape[1]))]))
-        x_all = x_all.to(device=device, dtype=schedule.x.dtype)
-        b_idx, b_n = _burn_in_index(schedule, packed.offsets, burn, packed.x.shape[0])
-    carried = [None]  # the state handed from one chunk to the next (stateful only)
-    for k, c in enumerate(_chunk_views(schedule)):
-        state = None
-        if stateful:
-            state = carried[0]
-            if c.all_reset:
-                state = None
-            elif c.any_reset and state is not None:  # (None: the first chunk, all zeros)
-                state = state.reset(c.reset)  # new sequences start in these lanes
-        elif burn:
-            r0, r1 = schedule.bounds[k], schedule.bounds[k + 1]
-            with torch.no_grad():
-                state = model.final_state(x_all[b_idx[r0:r1].to(device)], b_n[r0:r1].to(device))
-        y_hat, new_state = model(c.x, state)
-
-        def finish(new_state=new_state):
-            if stateful:
-                carried[0] = new_state.detach()  # keep the values, cut the graph at this chunk edge
-
-        yield y_hat, c.y, c.w, finish
+def chunk_source(
+    model, schedule: Schedule, cfg: TrainConfig, train: Sequences, norms: Sequence[float]
+) -> ChunkSource:
+    """Where each chunk's start state comes from (chunks.py): the previous chunk (stateful),
+    k2 steps back (TBPTT, backprop > window), zero or a burn-in (stateless)."""
+    if cfg.mode == "stateful":
+        if cfg.backprop is not None and cfg.backprop > cfg.window:
+            return TBPTTChunks(model, schedule, cfg.backprop, scored=[v > 0 for v in norms])
+        return StatefulChunks(model, schedule)
+    if not cfg.burn_in:
+        return StatelessChunks(model, schedule)
+    steps = int(train.lengths.max()) if cfg.burn_in == "all" else int(cfg.burn_in)
+    return StatelessChunks(model, schedule, BurnIn(train, schedule, steps, model.device))
 
 
 # --------------------------------------------------------------------------- validation
@@ -359,7 +255,7 @@ def validate(
     model: RecurrentModel, val: Sequences, cfg: TrainConfig, windowed: bool
 ) -> dict[str, float]:
     """Stateful validation always; windowed too when `windowed` (stateless training)."""
-    metrics = list(cfg.metrics)
+    metrics = list(cfg.metrics or ())
     out = {}
     for key, value in score(stateful_outputs(model, val), val, cfg.loss, metrics).items():
         out[f"val_{key}"] = value
@@ -376,23 +272,8 @@ def fit(
     model: RecurrentModel,
     train: Sequences,
     val: Sequences | None = None,
+    config: TrainConfig | None = None,
     *,
-    mode: str = "stateful",
-    window: int = 50,
-    batch_size: int = 32,
-    epochs: int = 10,
-    loss: str = "mse",
-    optimizer: str | OptimizerFactory = "adam",
-    lr: float = 1e-3,
-    clip: float | None = None,
-    seed: int = 0,
-    stride: int | None = None,
-    target: str = "all",
-    backprop: int | None = None,
-    burn_in: int | str | None = None,
-    shuffle: bool = True,
-    metrics: Sequence[str] | None = None,
-    val_window: int | None = None,
     callbacks: Sequence[Callback] = (),
     checkpoint: str | Path | None = None,
     resume: bool = False,
@@ -401,8 +282,15 @@ def fit(
     distributed: bool | None = None,
     standardize: bool = False,
     threads: int | None = None,
+    **options: Any,
 ) -> History:
     """Train `model` on `train`; validate on `val` after every epoch; return the History.
+
+    What decides the result is a `TrainConfig` (train/config.py: mode, window, batch_size,
+    epochs, loss, optimizer, lr, clip, seed, stride, target, backprop, burn_in, shuffle,
+    val_window, metrics, each with its default and meaning): pass one as `config`, its fields
+    as keyword `options`, or both (an option replaces the config's field). An option that is
+    not a field is a TypeError naming the valid ones. The other keywords say how to run it.
 
     `mode="stateful"`: lanes carry state from chunk to chunk (truncated BPTT over `window`
     steps, or `backprop` steps). `mode="stateless"`: windows cut every `stride` steps start
@@ -428,34 +316,13 @@ def fit(
     statefulrnn/threads.py); the caller's torch setting is restored afterwards.
     """
     check_threads(threads)
-    if metrics is None:
-        metrics = losses.default_metrics(loss)
-    opt_name = (
-        optimizer if isinstance(optimizer, str) else getattr(optimizer, "__name__", "factory")
-    )
-    cfg = TrainConfig(
-        mode=mode,
-        window=window,
-        batch_size=batch_size,
-        epochs=epochs,
-        loss=loss,
-        optimizer=opt_name,
-        lr=lr,
-        clip=clip,
-        seed=seed,
-        stride=stride,
-        target=target,
-        backprop=backprop,
-        burn_in=burn_in,
-        shuffle=shuffle,
-        val_window=val_window,
-        metrics=tuple(metrics),
-    )
-    _check_config(cfg)
+    cfg = resolve(config, options, others=_RUN_KEYWORDS)
+    if cfg.metrics is None:
+        cfg = replace(cfg, metrics=tuple(losses.default_metrics(cfg.loss)))
     _check_data(model, train, cfg, "train")
     if val is not None:
         _check_data(model, val, cfg, "val")
-    scaling = Scaling.for_loss(train, loss) if standardize else None
+    scaling = Scaling.for_loss(train, cfg.loss) if standardize else None
     if scaling is not None:
         train = scaling.apply(train)
         val = scaling.apply(val) if val is not None else None
@@ -470,34 +337,31 @@ def fit(
         _move(model, device)
     for cb in callbacks:
         if isinstance(cb, EarlyStopping) and cb.monitor is None:
-            cb.monitor = default_monitor(mode, val is not None)
+            cb.monitor = default_monitor(cfg.mode, val is not None)
     world = join_world(distributed, model)  # Local: this process alone; Ranks: torchrun's
     with threads_for(threads, model, cfg.batch_size):
-        history = _train(model, train, val, cfg, optimizer, callbacks, checkpoint, resume,
-                         verbose, world)  # fmt: skip
+        history = _train(model, train, val, cfg, callbacks, checkpoint, resume, verbose, world)
+    fit_options = {
+        k: getattr(cfg, k) for k in ("stride", "target", "burn_in", "backprop", "val_window")
+    }
     ModelBundle(
-        model,
-        scaling,
-        loss,
-        mode=mode,
-        window=window,
-        fit={
-            "stride": stride,
-            "target": target,
-            "burn_in": burn_in,
-            "backprop": backprop,
-            "val_window": val_window,
-        },
+        model, scaling, cfg.loss, mode=cfg.mode, window=cfg.window, fit=fit_options
     ).attach()
     return history
 
 
-def _train(model, train, val, cfg: TrainConfig, optimizer, callbacks, checkpoint, resume, verbose,
+# fit's keywords that say how to run, not what to train (named in the unknown-option error)
+_RUN_KEYWORDS = tuple(
+    name for name, p in inspect.signature(fit).parameters.items() if p.kind is p.KEYWORD_ONLY
+)
+
+
+def _train(model, train, val, cfg: TrainConfig, callbacks, checkpoint, resume, verbose,
            world: Local) -> History:  # fmt: skip
     """The epochs of `fit` (its checks done): optimizer, resume, callbacks, checkpoints."""
     epochs = cfg.epochs
     torch.manual_seed(cfg.seed)
-    opt = make_optimizer(optimizer, model.parameters(), cfg.lr)
+    opt = make_optimizer(cfg.optimizer, model.parameters(), cfg.lr)
     step = _Step(model, opt, losses.get_loss(cfg.loss), cfg.clip)
 
     history, start_epoch = History(), 0
@@ -516,7 +380,7 @@ def _train(model, train, val, cfg: TrainConfig, optimizer, callbacks, checkpoint
         stop = world.from_main(stop)
         if checkpoint is not None and world.is_main:
             save_checkpoint(
-                checkpoint, model, opt, history, {"epoch": epoch, "config": asdict(cfg)}
+                checkpoint, model, opt, history, {"epoch": epoch, "config": cfg.record()}
             )
         if verbose and world.is_main:
             _print_epoch(record, epochs)
@@ -648,7 +512,7 @@ def _nonfinite_weight(model) -> str | None:
 
 
 def _check_resumable(saved: dict[str, Any], cfg: TrainConfig, path) -> None:
-    now = asdict(cfg)
+    now = cfg.record()
     differ = [k for k in now if k != "epochs" and k in saved and _norm(saved[k]) != _norm(now[k])]
     if differ:
         k = differ[0]

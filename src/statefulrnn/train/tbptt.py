@@ -14,21 +14,14 @@ so a new sequence never back-propagates into the previous one.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterator
 
 import torch
 
 from statefulrnn.data.schedule import Schedule
+from statefulrnn.model.base import RecurrentModel
 from statefulrnn.model.state import State
-
-
-@dataclass
-class _Back:
-    """Where the next chunk's k2 history starts, and the detached state before that step
-    (resets at `pos` not applied yet); `finish()` moves it on after the update."""
-
-    pos: int = 0
-    state: State | None = None
+from statefulrnn.train.chunks import Pass
 
 
 def timelines(t: torch.Tensor, chunks: int, lanes: int) -> torch.Tensor:
@@ -41,47 +34,57 @@ def timelines(t: torch.Tensor, chunks: int, lanes: int) -> torch.Tensor:
     )
 
 
-def chunks(model, schedule: Schedule, k2: int, scored: list[bool] | None = None):
-    """Yield (y_hat, y, w, finish) per chunk, y_hat over the chunk's k1 steps with a k2-step graph.
+class TBPTTChunks:
+    """Chunks whose y_hat (over the chunk's k1 steps) carries a graph k2 steps back.
 
     `scored[k] = False` says chunk k makes no update (no step scored on any rank): its y_hat is
     None, and only the k1 steps that move the stored state on are run, without gradient.
     """
-    k1, lanes, n = schedule.window, schedule.batch_size, len(schedule)
-    x = timelines(schedule.x, n, lanes)
-    reset = schedule.reset.view(n, lanes)  # reset[j, b]: lane b starts a sequence at step j·k1
-    any_reset = reset.any(dim=1).tolist()  # once: the k2 history is split only where a lane resets
-    back = _Back()
 
-    for k in range(n):
-        end = (k + 1) * k1
-        start = back.pos
-        next_pos = max(0, end + k1 - k2)  # where the next chunk's history will start
-        update = scored is None or scored[k]
-        stop = end if update else next_pos
-        cuts = {start, stop, next_pos} | {
-            j * k1 for j in range(start // k1 + 1, end // k1) if any_reset[j]
-        }
-        points = sorted(p for p in cuts if start <= p <= stop)
-        state, outs, next_state = back.state, [], None
-        with torch.set_grad_enabled(update and torch.is_grad_enabled()):
-            for a, b in zip(points[:-1], points[1:]):
-                if a % k1 == 0 and any_reset[a // k1] and state is not None:
-                    # a new sequence starts here: cut the history
-                    state = state.reset(reset[a // k1])
-                if a == next_pos:
-                    next_state = state
-                y_hat, state = model(x[:, a:b], state)
-                outs.append(y_hat)
-        if next_pos == stop:
-            next_state = state
-        y_hat = None
-        if update:
-            y_hat = torch.cat(outs, dim=1)[:, -k1:] if len(outs) > 1 else outs[0][:, -k1:]
-        c = schedule.chunk(k)
+    def __init__(
+        self, model: RecurrentModel, schedule: Schedule, k2: int, scored: list[bool] | None = None
+    ):
+        self.model, self.schedule, self.k2, self.scored = model, schedule, k2, scored
+        # where the next chunk's k2 history starts, and the detached state before that step
+        # (resets at `pos` not applied yet)
+        self.pos = 0
+        self.state: State | None = None
 
-        def finish(next_state=next_state, next_pos=next_pos):
-            back.pos = next_pos
-            back.state = None if next_state is None else next_state.detach()
+    def __iter__(self) -> Iterator[Pass]:
+        schedule, k1, k2 = self.schedule, self.schedule.window, self.k2
+        lanes, n = schedule.batch_size, len(schedule)
+        x = timelines(schedule.x, n, lanes)
+        reset = schedule.reset.view(n, lanes)  # reset[j, b]: lane b starts a sequence at step j·k1
+        any_reset = reset.any(
+            dim=1
+        ).tolist()  # once: the k2 history is split only where a lane resets
 
-        yield y_hat, c.y, c.w, finish
+        for k in range(n):
+            end = (k + 1) * k1
+            start = self.pos
+            next_pos = max(0, end + k1 - k2)  # where the next chunk's history will start
+            update = self.scored is None or self.scored[k]
+            stop = end if update else next_pos
+            cuts = {start, stop, next_pos} | {
+                j * k1 for j in range(start // k1 + 1, end // k1) if any_reset[j]
+            }
+            points = sorted(p for p in cuts if start <= p <= stop)
+            state, outs, next_state = self.state, [], None
+            with torch.set_grad_enabled(update and torch.is_grad_enabled()):
+                for a, b in zip(points[:-1], points[1:]):
+                    if a % k1 == 0 and any_reset[a // k1] and state is not None:
+                        # a new sequence starts here: cut the history
+                        state = state.reset(reset[a // k1])
+                    if a == next_pos:
+                        next_state = state
+                    y_hat, state = self.model(x[:, a:b], state)
+                    outs.append(y_hat)
+            if next_pos == stop:
+                next_state = state
+            y_hat = None
+            if update:
+                y_hat = torch.cat(outs, dim=1)[:, -k1:] if len(outs) > 1 else outs[0][:, -k1:]
+            self.pos = next_pos
+            self.state = None if next_state is None else next_state.detach()
+            c = schedule.chunk(k)
+            yield Pass(y_hat, c.y, c.w)
