@@ -48,13 +48,13 @@ from statefulrnn.data.scaling import Scaling
 from statefulrnn.data.schedule import pack
 from statefulrnn.data.sequences import Sequences
 from statefulrnn.model.base import RecurrentModel, load_extra, load_model
+from statefulrnn.modes import TRAIN_MODES
 
 if TYPE_CHECKING:
     from statefulrnn.streams.pool import StreamPool
 
 FORMAT = "statefulrnn-bundle/1"
 LINKS = {"mse": "identity", "bce": "sigmoid", "ce": "softmax"}
-TRAIN_MODES = ("stateful", "stateless")
 
 
 @dataclass(frozen=True)

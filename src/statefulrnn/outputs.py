@@ -26,6 +26,7 @@ from statefulrnn import losses
 from statefulrnn.data.schedule import pack, stateful_schedule
 from statefulrnn.data.sequences import Sequences
 from statefulrnn.model.base import RecurrentModel
+from statefulrnn.modes import PREDICT_MODES
 
 STATEFUL_CHUNK = (
     512  # steps per chunk of a stateful pass; state carries across, so any size is exact
@@ -33,7 +34,6 @@ STATEFUL_CHUNK = (
 WINDOWED_ROWS = 4096  # window rows per batch of a windowed pass
 
 
-MODES = ("stateful", "windowed")
 
 
 def _check_model_input(model: RecurrentModel, seqs: Sequences, what: str = "sequences") -> None:
@@ -61,7 +61,7 @@ def outputs_in_model_units(model, seqs, mode, window, burn_in, batch_size) -> np
                 "windowed prediction needs a window (steps per fresh pass), e.g. window=50."
             )
         return windowed_outputs(model, seqs, window=window, burn_in=burn_in)
-    raise ValueError(f"unknown prediction mode {mode!r}; choose one of {MODES}.")
+    raise ValueError(f"unknown prediction mode {mode!r}; choose one of {PREDICT_MODES}.")
 
 
 class _EvalMode:

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from statefulrnn.cli import options as o
+from statefulrnn.modes import PREDICT_MODES
 
 DESCRIPTION = """\
 Predict every row of a CSV or Parquet file with a model from `statefulrnn train`.
@@ -50,7 +51,7 @@ def add_parser(subparsers) -> None:
     o.add_config(p)
     p.add_argument(
         "--mode",
-        choices=["stateful", "windowed"],
+        choices=PREDICT_MODES,
         help="prediction mode (default: the one the model was trained for)",
     )
     p.add_argument(

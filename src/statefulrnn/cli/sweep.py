@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from statefulrnn.cli import options as o
+from statefulrnn.modes import PREDICT_MODES
 
 DESCRIPTION = """\
 Search the training configuration of a built-in task or a CSV/Parquet file: state mode
@@ -66,7 +67,7 @@ def add_parser(sub) -> None:
     p.add_argument("--space", metavar="FILE.toml", help="changes to the default search space")
     p.add_argument(
         "--predict",
-        choices=["stateful", "windowed"],
+        choices=PREDICT_MODES,
         default="stateful",
         help="prediction mode the objective scores (default: stateful)",
     )

@@ -8,6 +8,7 @@ from dataclasses import fields
 from statefulrnn.cli import distributed
 from statefulrnn.cli import options as o
 from statefulrnn.model import cells
+from statefulrnn.modes import TRAIN_MODES
 from statefulrnn.tabular.config import TableTrainConfig, defaults
 
 DESCRIPTION = """\
@@ -82,7 +83,7 @@ def add_parser(subparsers) -> None:
     m = p.add_argument_group("model and training")
     m.add_argument(
         "--mode",
-        choices=["stateful", "stateless"],
+        choices=TRAIN_MODES,
         help=f"stateful: state carried across windows; stateless: each window starts from zero "
         f"(default: {d['mode']})",
     )

@@ -22,6 +22,7 @@ from statefulrnn.data.scaling import Scaling
 from statefulrnn.data.schedule import pack
 from statefulrnn.data.sequences import Sequences
 from statefulrnn.model.rnn import StatefulRNN
+from statefulrnn.modes import PREDICT_MODES
 from statefulrnn.outputs import score, stateful_outputs, windowed_outputs
 from statefulrnn.predict import error_by_step
 from statefulrnn.tasks import Task, TaskData
@@ -382,7 +383,7 @@ def check_results(results: dict[str, Any]) -> None:
         raise ValueError(f"results.schema: expected {SCHEMA!r}, found {results['schema']!r}")
     for name, cfg in results["configs"].items():
         need(cfg, CONFIG_KEYS, f"configs.{name}")
-        for mode in ("stateful", "windowed"):
+        for mode in PREDICT_MODES:
             if results["metric"] not in cfg["test"][mode]:
                 raise ValueError(f"configs.{name}.test.{mode}: missing {results['metric']!r}")
             if mode not in cfg["error_by_step"] or mode not in cfg["predict_seconds"]:

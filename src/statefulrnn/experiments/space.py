@@ -24,13 +24,13 @@ from pathlib import Path
 from typing import Any
 
 from statefulrnn.model import cells
+from statefulrnn.modes import STATELESS_BURN_IN, SWEEP_MODES
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-MODES = ("stateful", "stateless", "stateless+burn-in")
 # option -> type of its values; `statefulrnn train`'s names, so a best config needs no renaming
 OPTIONS: dict[str, type] = {
     "mode": str,
@@ -75,7 +75,7 @@ def default_space(
 ) -> Space:
     """The defaults: every mode, windows up to the longest sequence, small to mid-size models."""
     space: Space = {
-        "mode": {"choices": list(MODES)},
+        "mode": {"choices": list(SWEEP_MODES)},
         "window": {"low": 1, "high": max(1, min(max_length, 256)), "log": True},
         "burn_in": {"low": 1, "high": max(1, min(max_length, 1024)), "log": True},
         "batch_size": {"low": 4, "high": 128, "log": True},
@@ -140,8 +140,8 @@ def _check_value(name: str, v: Any, where: str) -> Any:
         ok = isinstance(v, int) and not isinstance(v, bool)
     if not ok:
         raise ValueError(f"{where}: {name}: expected {kind.__name__} values; received {v!r}.")
-    if name == "mode" and v not in MODES:
-        raise ValueError(f"{where}: mode {v!r} is not one of {MODES}.")
+    if name == "mode" and v not in SWEEP_MODES:
+        raise ValueError(f"{where}: mode {v!r} is not one of {SWEEP_MODES}.")
     if name == "cell" and v not in cells.CELLS:
         raise ValueError(f"{where}: cell {v!r} is not one of {cells.names()}.")
     if kind is int and v < (0 if name == "patience" else 1):
@@ -184,7 +184,7 @@ def load_toml(path: str | Path) -> dict[str, Any]:
 def suggest(trial, space: Space) -> dict[str, Any]:
     """One configuration: fixed options as given, the others drawn through `trial.suggest_*`."""
     out = {name: _draw(trial, name, dim) for name, dim in space.items() if name != "burn_in"}
-    if out["mode"] == "stateless+burn-in":
+    if out["mode"] == STATELESS_BURN_IN:
         out["burn_in"] = _draw(trial, "burn_in", space["burn_in"])
     return out
 

@@ -41,7 +41,8 @@ import numpy as np
 
 from statefulrnn.experiments import space as spaces
 from statefulrnn.experiments.targets import Target, resolve
-from statefulrnn.experiments.trial import PREDICT, Hopeless, run_trial
+from statefulrnn.experiments.trial import Hopeless, run_trial
+from statefulrnn.modes import PREDICT_MODES
 from statefulrnn.records import UsageError
 
 HEARTBEAT_S = 10  # a running trial writes its heartbeat this often
@@ -292,8 +293,8 @@ def sweep(
 
     if not isinstance(trials, int) or trials < 1:
         raise ValueError(f"trials must be an integer >= 1; received {trials!r}.")
-    if predict not in PREDICT:
-        raise ValueError(f"predict must be one of {PREDICT}; received {predict!r}.")
+    if predict not in PREDICT_MODES:
+        raise ValueError(f"predict must be one of {PREDICT_MODES}; received {predict!r}.")
     t0 = time.perf_counter()
     target = resolve(task_or_data, quick=quick, params=params, table=table, loss=loss, seed=seed)
     base = spaces.default_space(

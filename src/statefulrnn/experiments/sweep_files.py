@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from statefulrnn import __version__, records
+from statefulrnn.modes import STATELESS_BURN_IN, training_mode
 
 SCHEMA = "statefulrnn.sweep/1"
 CONFIG: tuple[str, ...] = ("mode", "window", "burn_in", "batch_size", "cell", "hidden", "layers", "lr", "clip")
@@ -133,7 +134,7 @@ def best_toml(best: dict[str, Any], result, target, seed: int, predict: str) -> 
                 else "sequences in memory)"
             )
         )
-    if best["mode"] == "stateless+burn-in":
+    if best["mode"] == STATELESS_BURN_IN:
         lines.append(
             f"# burn_in = {best['burn_in']}: stateless windows start from the state after "
             f"{best['burn_in']} earlier steps (in Python: sr.fit(..., mode='stateless', "
@@ -147,8 +148,8 @@ def best_toml(best: dict[str, Any], result, target, seed: int, predict: str) -> 
     lines.append("")
     lines.append("[train]")
     values = {k: best.get(k) for k in TRAIN_KEYS}
-    values["mode"] = "stateless" if best["mode"].startswith("stateless") else "stateful"
-    if best["mode"] != "stateless+burn-in":
+    values["mode"] = training_mode(best["mode"])
+    if best["mode"] != STATELESS_BURN_IN:
         values["burn_in"] = None  # drawn only for that mode; `train` refuses it otherwise
     values["seed"] = seed
     if target.kind == "table":
@@ -167,7 +168,7 @@ def python_args(best: dict[str, Any]) -> dict[str, Any]:
     """The same configuration as sr.StatefulRNN and sr.fit arguments."""
     fit = {k: best[k] for k in ("window", "batch_size", "epochs", "lr", "clip")}
     fit["mode"] = "stateful" if best["mode"] == "stateful" else "stateless"
-    if best["mode"] == "stateless+burn-in":
+    if best["mode"] == STATELESS_BURN_IN:
         fit["burn_in"] = best["burn_in"]
     model = {"cell": best["cell"], "hidden_size": best["hidden"], "num_layers": best["layers"]}
     return {"model": model, "fit": fit, "patience": best["patience"]}

@@ -19,10 +19,9 @@ import torch
 from statefulrnn.data.sequences import Sequences
 from statefulrnn.experiments.targets import Target
 from statefulrnn.model.rnn import StatefulRNN
+from statefulrnn.modes import STATELESS_BURN_IN, training_mode
 from statefulrnn.predict import evaluate
 from statefulrnn.train import Callback, EarlyStopping, fit
-
-PREDICT = ("stateful", "windowed")
 
 
 class Hopeless(Exception):
@@ -49,7 +48,7 @@ def lanes(train: Sequences, mode: str, batch_size: int, window: int) -> tuple[Se
 
 
 def _burn_in(cfg: dict[str, Any]) -> int | None:
-    return cfg.get("burn_in") if cfg["mode"] == "stateless+burn-in" else None
+    return cfg.get("burn_in") if cfg["mode"] == STATELESS_BURN_IN else None
 
 
 class _Report(Callback):
@@ -95,7 +94,8 @@ def run_trial(
     """
     from statefulrnn.train import TrainingDiverged
 
-    train, batch_size = lanes(target.train, _fit_mode(cfg), cfg["batch_size"], cfg["window"])
+    mode = training_mode(cfg["mode"])  # "stateless+burn-in" trains stateless
+    train, batch_size = lanes(target.train, mode, cfg["batch_size"], cfg["window"])
     torch.manual_seed(seed)
     model = StatefulRNN(
         target.train.num_features,
@@ -113,7 +113,7 @@ def run_trial(
             model,
             train,
             target.val,
-            mode=_fit_mode(cfg),
+            mode=mode,
             window=cfg["window"],
             batch_size=batch_size,
             epochs=cfg["epochs"],
@@ -148,7 +148,3 @@ def run_trial(
             metrics=target.metrics,
         )
     return out
-
-
-def _fit_mode(cfg: dict[str, Any]) -> str:
-    return "stateful" if cfg["mode"] == "stateful" else "stateless"

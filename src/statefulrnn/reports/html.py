@@ -14,6 +14,7 @@ from typing import Any
 import jinja2
 
 from statefulrnn import records
+from statefulrnn.modes import PREDICT_MODES
 from statefulrnn.reports.plots import write_plots
 
 KINDS = (
@@ -107,7 +108,7 @@ def context(
     configs = []
     for name, r in results["configs"].items():
         t = r["test"]
-        metrics = [t[mode].get(k) for k in columns for mode in ("stateful", "windowed")]
+        metrics = [t[mode].get(k) for k in columns for mode in PREDICT_MODES]
         configs.append({**r, "name": name, "metrics": metrics})
     tally = _tally(results["claims"])
     return {

@@ -15,6 +15,8 @@ matplotlib.use("Agg")
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from statefulrnn.modes import PREDICT_MODES  # noqa: E402
+
 COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
 
 
@@ -91,7 +93,7 @@ def error_by_step(results: dict[str, Any]) -> Figure:
     configs = list(results["configs"].values())
     width = 1
     seen = []
-    for ax, mode in zip(axes, ("stateful", "windowed")):
+    for ax, mode in zip(axes, PREDICT_MODES):
         for i, r in enumerate(configs):
             e = _finite(r["error_by_step"][mode])
             x, y = bin_steps(e, ERROR_BINS)
@@ -179,7 +181,7 @@ def summary_bars(results: dict[str, Any]) -> Figure:
     fig = Figure(figsize=(12, 0.5 * len(configs) + 2.0), layout="constrained")
     ax = fig.subplots()
     y = range(len(configs))
-    for k, (mode, off) in enumerate((("stateful", -0.2), ("windowed", 0.2))):
+    for k, (mode, off) in enumerate(zip(PREDICT_MODES, (-0.2, 0.2))):
         vals = _finite(r["test"][mode][metric] for r in configs)
         ax.barh(
             [i + off for i in y], vals, height=0.38, color=_color(k), label=f"{mode} prediction"

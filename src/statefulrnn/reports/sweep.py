@@ -17,10 +17,9 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from statefulrnn import records  # noqa: E402
+from statefulrnn.modes import SWEEP_MODES  # noqa: E402
 from statefulrnn.reports.html import _num, data_uri, environment  # noqa: E402
 from statefulrnn.reports.plots import _color  # noqa: E402
-
-MODES = ("stateful", "stateless", "stateless+burn-in")
 
 
 def _ok(v) -> bool:
@@ -45,7 +44,7 @@ def objective_vs_window(results: dict[str, Any]) -> Figure:
     fig = Figure(figsize=(8, 4.4), layout="constrained")
     ax = fig.subplots()
     trials = _scored(results)
-    for i, mode in enumerate(MODES):
+    for i, mode in enumerate(SWEEP_MODES):
         for state, face in (("COMPLETE", None), ("PRUNED", "none")):
             pts = [r for r in trials if r["mode"] == mode and r["state"] == state]
             if pts:
@@ -120,7 +119,7 @@ def curves(results: dict[str, Any]) -> Figure:
         values += c
         if r["number"] == best:
             continue
-        color = "lightgrey" if r["state"] == "PRUNED" else _color(MODES.index(r["mode"]))
+        color = "lightgrey" if r["state"] == "PRUNED" else _color(SWEEP_MODES.index(r["mode"]))
         ax.plot(range(1, len(c) + 1), c, color=color, lw=1)
     for r in results["trials"]:
         if r["number"] == best:
@@ -131,7 +130,7 @@ def curves(results: dict[str, Any]) -> Figure:
                 lw=2,
                 label=f"best (trial {best})",
             )
-    for i, mode in enumerate(MODES):
+    for i, mode in enumerate(SWEEP_MODES):
         ax.plot([], [], color=_color(i), label=mode)
     ax.plot([], [], color="lightgrey", label="pruned")
     _log_y(ax, values)

@@ -17,11 +17,10 @@ import numpy as np
 
 from statefulrnn.data.files import check_output, read_sequences, write_table
 from statefulrnn.data.frames import TableSequences
+from statefulrnn.modes import PREDICT_MODES
 from statefulrnn.predict import error_by_step, outputs_in_model_units, score
 from statefulrnn.tabular.baseline import seasonal_lag, seasonal_naive
 from statefulrnn.tabular.bundle import Bundle, load_bundle
-
-MODES = ("stateful", "windowed")
 
 
 def _read(bundle: Bundle, data, *, targets: bool, **read) -> TableSequences:
@@ -47,8 +46,8 @@ def outputs(
 ) -> list[np.ndarray]:
     """Per-sequence outputs [T_i, O] in the targets' units (probabilities for bce/ce); `mode`
     defaults to the one the model was trained for, `burn_in` (windowed) to the training one."""
-    if mode is not None and mode not in MODES:
-        raise ValueError(f"unknown prediction mode {mode!r}; choose one of {MODES}.")
+    if mode is not None and mode not in PREDICT_MODES:
+        raise ValueError(f"unknown prediction mode {mode!r}; choose one of {PREDICT_MODES}.")
     return bundle.core.predict(seqs, mode=mode, window=window or bundle.window, burn_in=burn_in)
 
 
@@ -176,12 +175,12 @@ def evaluate_sequences(
     if bundle.loss != "mse":
         if seasons:
             raise ValueError("seasonal-naive baselines score real-valued targets (loss mse).")
-        for mode in MODES:
+        for mode in PREDICT_MODES:
             name = "stateful" if mode == "stateful" else f"windowed {window}"
             ev.columns[name], ev.by_step[name] = classifier_metrics(bundle, seqs, mode, window)
         return ev
     y_std = bundle.scaling.y.std if bundle.scaling and bundle.scaling.y else np.ones(len(targets))
-    for mode in MODES:
+    for mode in PREDICT_MODES:
         preds = outputs(bundle, seqs, mode, window)
         name = "stateful" if mode == "stateful" else f"windowed {window}"
         ev.columns[name] = metrics(preds, seqs, seqs.ws, targets, y_std)
