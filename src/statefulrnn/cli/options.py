@@ -21,6 +21,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
+from statefulrnn import threads
 from statefulrnn.cli import errors
 from statefulrnn.cli.errors import OptionError  # defined beside the exit statuses it maps to
 
@@ -78,15 +79,27 @@ def _flag(value) -> bool:
     return value
 
 
+class _NoneGiven:
+    """`--clip none` on the command line: None asked for, which argparse's None ("flag not
+    given") would lose to a config file's or the default's value (clip's default is 1.0).
+    `resolve` and `load_config` turn it into None once the sources are merged."""
+
+    def __repr__(self) -> str:
+        return "none"
+
+
+NONE = _NoneGiven()
+
+
 def _optional_number(value):
     if isinstance(value, str) and value.lower() in ("none", "off"):
-        return None
+        return NONE
     return number(value)
 
 
 def _optional_int(value):
     if isinstance(value, str) and value.lower() in ("none", "off"):
-        return None
+        return NONE
     return integer(value)
 
 
@@ -95,6 +108,10 @@ def _burn_in(value):
     if isinstance(value, str) and value.lower() == "all":
         return "all"
     return _optional_int(value)
+
+
+def _plain(value):
+    return None if value is NONE else value
 
 
 # option -> converter, for every option of every table command (a config file may hold all)
@@ -170,19 +187,23 @@ def load_config(path: str | Path, command: str) -> dict[str, Any]:
             hint = f" Did you mean {close[0].replace('_', '-')!r}?" if close else ""
             raise OptionError(f"{path}: unknown option {key!r}.{hint}")
         try:
-            out[k] = CONVERT[k](value)
+            out[k] = _plain(CONVERT[k](value))
         except OptionError as err:
             raise OptionError(f"{path}: option {key!r}: {err}") from None
     return out
 
 
 def resolve(args, command: str, defaults: dict[str, Any]) -> dict[str, Any]:
-    """defaults < config file < flags; only the options this command's parser declares."""
+    """defaults < config file < flags; only the options this command's parser declares.
+    A `threads` option (flag or config key) becomes the process default of `threads=None`."""
     given = {k: v for k, v in vars(args).items() if k not in ("run", "command", "config")}
     resolved = {k: defaults.get(k) for k in given}
     if getattr(args, "config", None):
         resolved.update({k: v for k, v in load_config(args.config, command).items() if k in given})
     resolved.update({k: v for k, v in given.items() if v is not None})
+    resolved = {k: _plain(v) for k, v in resolved.items()}
+    if "threads" in resolved:  # the process default every library call of the command reads
+        threads.set_default(resolved["threads"])  # (cli.main restores the caller's afterwards)
     return resolved
 
 
