@@ -454,7 +454,7 @@ def _readme_table(first_header: str) -> list[tuple[str, str]]:
 
 
 def _python_names(cell: str) -> set[str]:
-    return {m.group(1) for m in re.finditer(r"`([a-z_]+)", cell)}
+    return {m.group(1) for m in re.finditer(r"`\**([a-z_]+)(?![\w.])", cell)}
 
 
 def _flags(cell: str) -> set[str]:
@@ -492,7 +492,7 @@ def test_readme_table_names_every_parameter_flag_and_toml_key(
 ):
     rows = _readme_table(header)
     python = set().union(*(_python_names(p) for p, _ in rows))
-    params = set(inspect.signature(func).parameters)
+    params = _parameters(func)
     assert params - python == set(), f"sr.{func.__name__} parameters missing from the README"
     assert python - params == set(), f"README names what sr.{func.__name__} does not take"
 
@@ -509,6 +509,15 @@ def test_readme_table_names_every_parameter_flag_and_toml_key(
     tested = {_flag_of(c.key, declared) for c in cases} | (set(ELSEWHERE) & set(declared))
     assert flags - tested == set(), f"README flags with no parity case in {__name__}"
     assert tested - flags == set(), "parity cases for flags the README does not list"
+
+
+def _parameters(func: Callable) -> set[str]:
+    """The names a call of `func` takes: its parameters, and for `**options` (fit's), the
+    fields of sr.TrainConfig that they name."""
+    params = set(inspect.signature(func).parameters)
+    if "options" in params:
+        params |= {f.name for f in dataclasses.fields(sr.TrainConfig)}
+    return params
 
 
 def _flag_of(key: str, declared: dict[str, str]) -> str:
