@@ -64,3 +64,47 @@ class PoisonAfter(torch.optim.SGD):
         self.steps += 1
         if self.steps == self.n:
             self.param_groups[0]["params"][0].fill_(math.inf)
+
+
+class GradRecorder(torch.optim.Optimizer):
+    """An optimizer that keeps every gradient it is given and never moves a parameter."""
+
+    def __init__(self, params):
+        super().__init__(params, {})
+        self.grads: list[list[torch.Tensor]] = []
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        self.grads.append([p.grad.clone() for group in self.param_groups for p in group["params"]])
+
+
+def recorded_grads(model, train, **kwargs) -> list[list[torch.Tensor]]:
+    """The gradients of every update of one epoch of `sr.fit(model, train, **kwargs)`."""
+    import statefulrnn as sr
+
+    made = []
+
+    def factory(params):
+        made.append(GradRecorder(params))
+        return made[0]
+
+    sr.fit(model, train, optimizer=factory, epochs=1, verbose=0, **kwargs)
+    return made[0].grads
+
+
+def summed(grads: list[list[torch.Tensor]]) -> list[torch.Tensor]:
+    """Per parameter, the sum of its gradients over the updates."""
+    return [torch.stack(gs).sum(0) for gs in zip(*grads)]
+
+
+# a Keras Sequential([Input((5, 2)), LSTM(3)]) config, for files that hold one
+KERAS_CONFIG = {
+    "class_name": "Sequential",
+    "config": {
+        "name": "s",
+        "layers": [
+            {"class_name": "InputLayer", "config": {"batch_shape": [None, 5, 2], "name": "in"}},
+            {"class_name": "LSTM", "config": {"name": "lstm", "units": 3}},
+        ],
+    },
+}

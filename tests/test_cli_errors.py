@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import KERAS_CONFIG
 
 import statefulrnn as sr
 from statefulrnn import records
@@ -52,16 +53,6 @@ def model_copy(trained, tmp_path) -> Path:
     return tmp_path / "m"
 
 
-KERAS_CONFIG = {
-    "class_name": "Sequential",
-    "config": {
-        "name": "s",
-        "layers": [
-            {"class_name": "InputLayer", "config": {"batch_shape": [None, 5, 2], "name": "in"}},
-            {"class_name": "LSTM", "config": {"name": "lstm", "units": 3}},
-        ],
-    },
-}
 
 
 # ----------------------------------------------------------------- each case: argv, exit, words

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import PoisonAfter, make_rnn
+from conftest import PoisonAfter, make_rnn, recorded_grads, summed
 
 import statefulrnn as sr
 from statefulrnn.model import cells
@@ -37,33 +37,6 @@ def make_sequences(lengths, *, features=2, outputs=2, seed=0, weights="random"):
     else:  # depends on the time step only, so every chunk layout has the same chunk norms
         ws = [np.where(np.arange(t) < 2, 0.0, 1.0 + (np.arange(t) % 3)) for t in lengths]
     return sr.Sequences.from_arrays(xs, ys, weights=ws)
-
-
-class GradRecorder(torch.optim.Optimizer):
-    """An optimizer that keeps every gradient it is given and never moves a parameter."""
-
-    def __init__(self, params):
-        super().__init__(params, {})
-        self.grads: list[list[torch.Tensor]] = []
-
-    @torch.no_grad()
-    def step(self, closure=None):
-        self.grads.append([p.grad.clone() for group in self.param_groups for p in group["params"]])
-
-
-def recorded_fit(model, train, **kwargs) -> GradRecorder:
-    made = []
-
-    def factory(params):
-        made.append(GradRecorder(params))
-        return made[0]
-
-    sr.fit(model, train, optimizer=factory, epochs=1, verbose=0, **kwargs)
-    return made[0]
-
-
-def summed(grads: list[list[torch.Tensor]]) -> list[torch.Tensor]:
-    return [torch.stack(gs).sum(0) for gs in zip(*grads)]
 
 
 def seq_tensors(item):
@@ -140,12 +113,12 @@ def test_truncated_gradient_is_sum_of_per_chunk_gradients_from_detached_state(wi
     seqs = make_sequences([7, 12, 3, 10])
     model = make_model(cell)
     oracle = truncated_oracle(model, seqs, window)
-    rec = recorded_fit(model, seqs, mode="stateful", window=window, batch_size=1)
+    grads = recorded_grads(model, seqs, mode="stateful", window=window, batch_size=1)
     expected_updates = sum(
         sum(1 for a in range(0, len(w), window) if w[a : a + window].sum() > 0) for w in seqs.ws
     )
-    assert len(rec.grads) == expected_updates
-    assert max_diff(summed(rec.grads), oracle) <= GRAD_TOL
+    assert len(grads) == expected_updates
+    assert max_diff(summed(grads), oracle) <= GRAD_TOL
 
 
 def test_truncated_gradient_with_many_lanes():
@@ -155,9 +128,9 @@ def test_truncated_gradient_with_many_lanes():
     model = make_model("lstm", layers=2)
     per_lane = truncated_oracle(model, seqs, 4)
     oracle = [g / 3 for g in per_lane]  # chunk norm: three lanes' pieces, not one
-    rec = recorded_fit(model, seqs, mode="stateful", window=4, batch_size=3)
-    assert len(rec.grads) == 2 * 3  # two sequences per lane, three chunks each
-    assert max_diff(summed(rec.grads), oracle) <= GRAD_TOL
+    grads = recorded_grads(model, seqs, mode="stateful", window=4, batch_size=3)
+    assert len(grads) == 2 * 3  # two sequences per lane, three chunks each
+    assert max_diff(summed(grads), oracle) <= GRAD_TOL
 
 
 def lane_layout(lengths, window, lanes):
@@ -179,7 +152,7 @@ def test_each_update_is_its_chunks_truncated_gradient_with_lanes_resetting_apart
     window = 3
     seqs = make_sequences(lengths)
     model = make_model("lstm", layers=2)
-    rec = recorded_fit(model, seqs, mode="stateful", window=window, batch_size=2, shuffle=False)
+    grads = recorded_grads(model, seqs, mode="stateful", window=window, batch_size=2, shuffle=False)
 
     params = list(model.parameters())
     first = lane_layout(lengths, window, 2)
@@ -202,8 +175,8 @@ def test_each_update_is_its_chunks_truncated_gradient_with_lanes_resetting_apart
             loss = loss + mse_sum(model(x[None, a:b], state)[0][0], y[a:b], w[a:b])
         expected.append(torch.autograd.grad(loss / norm, params))
     assert any(len({first[i] for i, *_ in pieces[k]}) > 1 for k in pieces)  # lanes out of step
-    assert len(rec.grads) == len(expected)
-    for got, want in zip(rec.grads, expected):
+    assert len(grads) == len(expected)
+    for got, want in zip(grads, expected):
         assert max_diff(got, want) <= GRAD_TOL
 
 
@@ -211,8 +184,8 @@ def test_stateful_update_differs_from_stateless_on_the_same_windows():
     """Sanity for the oracle above: carrying state changes the gradient (else the test is void)."""
     seqs = make_sequences([12, 12])
     model = make_model("lstm")
-    stateful = summed(recorded_fit(model, seqs, mode="stateful", window=4, batch_size=1).grads)
-    stateless = summed(recorded_fit(model, seqs, mode="stateless", window=4, batch_size=1).grads)
+    stateful = summed(recorded_grads(model, seqs, mode="stateful", window=4, batch_size=1))
+    stateless = summed(recorded_grads(model, seqs, mode="stateless", window=4, batch_size=1))
     assert max_diff(stateful, stateless) > 1e-4
 
 

@@ -19,20 +19,11 @@ import sys
 import zipfile
 
 import pytest
+from conftest import KERAS_CONFIG
 
 h5py = pytest.importorskip("h5py")
 
 LIMIT_MB = 500
-KERAS_CONFIG = {
-    "class_name": "Sequential",
-    "config": {
-        "name": "s",
-        "layers": [
-            {"class_name": "InputLayer", "config": {"batch_shape": [None, 5, 2], "name": "in"}},
-            {"class_name": "LSTM", "config": {"name": "lstm", "units": 3}},
-        ],
-    },
-}
 
 CHILD = """
 import json, resource, sys

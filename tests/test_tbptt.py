@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import expected_window_starts, make_rnn
+from conftest import expected_window_starts, make_rnn, recorded_grads, summed
 
 import statefulrnn as sr
 from statefulrnn.model import cells
@@ -34,33 +34,6 @@ def make_sequences(lengths, seed=0, weights="random"):
     else:  # by time only: every chunk layout gives the same chunk weights
         ws = [np.where(np.arange(t) < 1, 0.0, 1.0 + (np.arange(t) % 2)) for t in lengths]
     return sr.Sequences.from_arrays(xs, ys, weights=ws)
-
-
-class GradRecorder(torch.optim.Optimizer):
-    """Keeps every gradient it is given; never moves a parameter."""
-
-    def __init__(self, params):
-        super().__init__(params, {})
-        self.grads: list[list[torch.Tensor]] = []
-
-    @torch.no_grad()
-    def step(self, closure=None):
-        self.grads.append([p.grad.clone() for g in self.param_groups for p in g["params"]])
-
-
-def recorded_grads(model, train, **kwargs) -> list[list[torch.Tensor]]:
-    made = []
-
-    def factory(params):
-        made.append(GradRecorder(params))
-        return made[0]
-
-    sr.fit(model, train, optimizer=factory, epochs=1, verbose=0, **kwargs)
-    return made[0].grads
-
-
-def summed(grads):
-    return [torch.stack(gs).sum(0) for gs in zip(*grads)]
 
 
 def max_diff(xs, ys) -> float:

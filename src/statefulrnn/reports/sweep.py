@@ -40,6 +40,16 @@ def _log_y(ax, values) -> None:
         ax.set_yscale("log")
 
 
+def _by_epoch_or_trial(ax, results: dict[str, Any], values, xlabel: str, title: str) -> None:
+    """The labels of a plot over whole numbers (trials, epochs) of the validation loss."""
+    _log_y(ax, values)
+    ax.set_xlabel(xlabel)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylabel(f"validation {results['loss']}")
+    ax.set_title(f"{results['target']['name']}: {title}")
+    ax.legend(fontsize=7)
+
+
 def objective_vs_window(results: dict[str, Any]) -> Figure:
     fig = Figure(figsize=(8, 4.4), layout="constrained")
     ax = fig.subplots()
@@ -100,12 +110,8 @@ def history(results: dict[str, Any]) -> Figure:
         ys.append(best)
     if xs:
         ax.step(xs, ys, where="post", color=_color(1), label="best so far")
-    _log_y(ax, [r["last_value"] for r in trials])
-    ax.set_xlabel("trial number")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_ylabel(f"validation {results['loss']}")
-    ax.set_title(f"{results['target']['name']}: optimisation history")
-    ax.legend(fontsize=7)
+    values = [r["last_value"] for r in trials]
+    _by_epoch_or_trial(ax, results, values, "trial number", "optimisation history")
     return fig
 
 
@@ -133,12 +139,7 @@ def curves(results: dict[str, Any]) -> Figure:
     for i, mode in enumerate(SWEEP_MODES):
         ax.plot([], [], color=_color(i), label=mode)
     ax.plot([], [], color="lightgrey", label="pruned")
-    _log_y(ax, values)
-    ax.set_xlabel("epoch")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_ylabel(f"validation {results['loss']}")
-    ax.set_title(f"{results['target']['name']}: every trial's validation curve")
-    ax.legend(fontsize=7)
+    _by_epoch_or_trial(ax, results, values, "epoch", "every trial's validation curve")
     return fig
 
 
