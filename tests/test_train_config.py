@@ -87,6 +87,15 @@ def test_a_config_checks_itself_when_made():
     assert sr.TrainConfig(metrics=["accuracy"], loss="bce").metrics == ("accuracy",)
 
 
+def test_every_optimizer_the_config_names_is_one_fit_makes():
+    from statefulrnn.train.config import OPTIMIZER_NAMES
+    from statefulrnn.train.fit import OPTIMIZERS
+
+    assert set(OPTIMIZERS) == set(OPTIMIZER_NAMES)
+    with pytest.raises(ValueError, match="unknown optimizer 'adagrad'; choose one of"):
+        sr.TrainConfig(optimizer="adagrad")  # refused when made, before any training
+
+
 def test_a_checkpoint_records_a_factory_optimizer_by_name():
     def my_adam(params):
         return torch.optim.Adam(params)

@@ -10,6 +10,7 @@ from statefulrnn.cli import options as o
 from statefulrnn.model import cells
 from statefulrnn.modes import TRAIN_MODES
 from statefulrnn.tabular.config import TableTrainConfig, defaults
+from statefulrnn.train.config import OPTIMIZER_NAMES
 
 DESCRIPTION = """\
 Train a stateful (or stateless) recurrent model on a CSV or Parquet file.
@@ -138,7 +139,7 @@ def add_parser(subparsers) -> None:
     )
     m.add_argument(
         "--optimizer",
-        choices=["adam", "adamw", "rmsprop", "keras-rmsprop", "sgd"],
+        choices=OPTIMIZER_NAMES,
         help=f"optimizer (default: {d['optimizer']})",
     )
     m.add_argument("--lr", type=o.number, help=f"learning rate (default: {d['lr']})")

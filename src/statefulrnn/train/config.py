@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     import torch
 
 OptimizerFactory = Callable[[Any], "torch.optim.Optimizer"]
+# the optimizers known by name (train/fit.py makes them); "keras-rmsprop" has Keras's defaults
+OPTIMIZER_NAMES = ("adam", "adamw", "rmsprop", "keras-rmsprop", "sgd")
 
 
 @dataclass(frozen=True)
@@ -35,7 +37,7 @@ class TrainConfig:
     batch_size: int = 32  # lanes (stateful) or windows (stateless) per optimizer step
     epochs: int = 10  # passes over the training sequences
     loss: str = "mse"  # "mse", "bce" (logits out), "ce" (one logit per class)
-    # "adam", "adamw", "rmsprop", "keras-rmsprop", "sgd", or a factory: params -> optimizer
+    # one of OPTIMIZER_NAMES, or a factory: params -> optimizer
     optimizer: str | OptimizerFactory = "adam"
     lr: float = 1e-3  # learning rate (a factory sets its own)
     clip: float | None = None  # max global gradient norm; None: no clipping
@@ -118,6 +120,11 @@ def _check(cfg: TrainConfig) -> None:
     if cfg.mode not in TRAIN_MODES:
         raise ValueError(f"unknown mode {cfg.mode!r}; choose one of {TRAIN_MODES}.")
     losses.get_loss(cfg.loss)
+    if not callable(cfg.optimizer) and cfg.optimizer not in OPTIMIZER_NAMES:
+        raise ValueError(
+            f"unknown optimizer {cfg.optimizer!r}; choose one of {sorted(OPTIMIZER_NAMES)} "
+            "or pass a factory such as lambda p: torch.optim.Adam(p, lr=1e-3)."
+        )
     for name in ("window", "batch_size"):
         v = getattr(cfg, name)
         if not _is_count(v, 1):
