@@ -92,12 +92,13 @@ def test_any_interleaving_of_http_and_websocket_steps_equals_stateful_predict(se
         def read_ws(stream=None):
             """Read WebSocket replies (all, or until `stream` has none pending)."""
             while pending and (stream is None or any(i == stream for i, _, _ in pending)):
-                reply = ws.receive_json()
-                n = next(j for j, p in enumerate(pending) if p[2] == reply["tag"])
-                i, k, at = pending.pop(n)
-                assert "error" not in reply, reply
-                assert reply["id"] == ids[i] and len(reply["y"]) == k
-                got[i].append((at, reply["y"]))
+                message = ws.receive_json()  # one step's reply, or a steps message's results
+                for reply in message.get("results", [message]):
+                    n = next(j for j, p in enumerate(pending) if p[2] == reply["tag"])
+                    i, k, at = pending.pop(n)
+                    assert "error" not in reply, reply
+                    assert reply["id"] == ids[i] and len(reply["y"]) == k
+                    got[i].append((at, reply["y"]))
 
         while any(p < len(x) for p, x in zip(pos, xs)):
             open_ = [i for i, x in enumerate(xs) if pos[i] < len(x)]

@@ -127,10 +127,11 @@ def run(args) -> int:
         import uvicorn
 
         from statefulrnn.streams.http import JsonLogFormatter
+        from statefulrnn.streams.server import uvicorn_config
     except ImportError as err:
         print(
             f"serve: {err.name} is not installed; install the server packages: "
-            "pip install starlette uvicorn websockets prometheus-client",
+            "pip install 'statefulrnn[serve]'",
             file=sys.stderr,
         )
         return 2
@@ -145,15 +146,7 @@ def run(args) -> int:
     except (OSError, ValueError, TypeError) as err:
         print(f"serve: {err}", file=sys.stderr)
         return 2
-    config = uvicorn.Config(
-        app,
-        host=args.host,
-        port=args.port,
-        log_level="warning",
-        access_log=False,
-        lifespan="on",
-        ws_max_size=args.max_body,
-    )
+    config = uvicorn_config(app, host=args.host, port=args.port, max_body=args.max_body)
     server = uvicorn.Server(config)
     logger.info("listening", extra={"fields": {"host": args.host, "port": args.port}})
     server.run()

@@ -74,15 +74,20 @@ class MicroBatcher:
     def running(self) -> bool:
         return self._task is not None and not self._task.done()
 
-    async def submit(self, requests: list[StepRequest]) -> list[StepResult]:
-        """Queue these requests (in order) for the next micro-batch; their results."""
+    def enqueue(self, requests: list[StepRequest]) -> asyncio.Future:
+        """Queue these requests (in order) for the next micro-batch, now; a future of their
+        results (a WebSocket queues its messages in order without a task per message)."""
         if not self.running or self._wake is None:
             raise RuntimeError("the micro-batcher is not running")
         fut = asyncio.get_running_loop().create_future()
         self._queue.append((requests, fut))
         self._waiting += len(requests)
         self._wake.set()
-        return await fut
+        return fut
+
+    async def submit(self, requests: list[StepRequest]) -> list[StepResult]:
+        """Queue these requests (in order) for the next micro-batch; their results."""
+        return await self.enqueue(requests)
 
     async def run_sync(self, fn, *args):
         """Run `fn(*args)` in the step worker, between micro-batches (reset, drop, evict)."""

@@ -42,6 +42,7 @@ class StepRequest:
     `seq`: optional client sequence number (strictly increasing per stream); a request whose
     seq is the stream's last applied one is answered from the store, not applied again.
     `start`: reset the stream to a zero state before these steps. `end`: drop it after them.
+    `tag`: the client's label for the answer (echoed by `serve`, unused here).
     """
 
     sid: Hashable
@@ -49,6 +50,7 @@ class StepRequest:
     seq: int | None = None
     start: bool = False
     end: bool = False
+    tag: object = None
 
 
 @dataclass
