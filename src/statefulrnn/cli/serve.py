@@ -131,7 +131,7 @@ def run(args) -> int:
     except ImportError as err:
         print(
             f"serve: {err.name} is not installed; install the server packages: "
-            "pip install 'statefulrnn[serve]'",
+            "pip install starlette uvicorn httptools uvloop orjson websockets prometheus-client",
             file=sys.stderr,
         )
         return 2
