@@ -167,3 +167,18 @@ def test_install_hints_work_outside_the_repository():
     assert "data" in main_command and "report" in main_command
     own = readme.split("## Your own data", 1)[1].split("\n## ", 1)[0]
     assert "[data]" in own or "pip install pandas pyarrow" in own
+
+
+def test_a_stateful_run_scores_its_windowed_validation_when_given_val_window():
+    """What `train --monitor val_loss_windowed` (and a best.toml of a sweep scored windowed)
+    needs for a stateful model: fit's val_loss_windowed, equal to an independent windowed
+    evaluation of the final weights; without val_window a stateful run does not compute it."""
+    train, val = seqs(), seqs(2, seed=1)
+    model = sr.StatefulRNN(1, 3, 1)
+    kw = dict(mode="stateful", window=6, batch_size=2, epochs=1, verbose=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FewUpdatesWarning)
+        assert "val_loss_windowed" not in sr.fit(model, train, val, **kw).last
+        record = sr.fit(model, train, val, val_window=4, **kw).last
+    again = sr.evaluate(model, val, mode="windowed", window=4)
+    assert record["val_loss_windowed"] == pytest.approx(again["loss"], rel=1e-12)

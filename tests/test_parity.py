@@ -162,6 +162,10 @@ def _patience(c: Call) -> list[int]:
     return [cb.patience for cb in c["callbacks"] if isinstance(cb, sr.EarlyStopping)]
 
 
+def _monitors(c: Call) -> list[str]:
+    return [cb.monitor for cb in c["callbacks"] if isinstance(cb, sr.EarlyStopping)]
+
+
 def _scored(part: str) -> Callable[[Call], int]:
     return lambda c: int(sum((w > 0).sum() for w in c[part].ws))
 
@@ -284,6 +288,13 @@ TRAIN_CASES = [
         context=["--mode", "stateless"],
     ),
     Case("patience", ["--patience", "2"], "patience = 2", _patience, want=[2]),
+    Case(
+        "monitor",
+        ["--monitor", "val_loss_windowed"],
+        'monitor = "val_loss_windowed"',
+        lambda c: (_monitors(c), c["val_window"]),
+        want=(["val_loss_windowed"], 50),  # a stateful model: the windowed loss needs a window
+    ),
     Case("device", ["--device", "cpu"], 'device = "cpu"', lambda c: str(c["device"]), want="cpu"),
     Case("threads", ["--threads", "1"], "threads = 1", lambda c: c.threads, want=1),
     Case("cell", ["--cell", "gru"], 'cell = "gru"', lambda c: c["model"].cell, want="gru"),

@@ -226,27 +226,57 @@ def test_optuna_is_imported_only_inside_functions():
             assert not any(n.split(".")[0] == "optuna" for n in names), path
 
 
-def test_table_sweep_best_config_trains_to_the_same_validation_loss(tmp_path, capsys):
-    """DATA sweeps prepare the file as `statefulrnn train` does: its best.toml retrains to the
-    very validation loss the sweep measured."""
+@pytest.mark.parametrize(
+    "mode, predict, lr, apart",
+    [
+        ("stateful", "stateful", 0.05, False),
+        ("stateful", "windowed", 0.02, True),
+        ("stateless", "windowed", 0.05, False),
+        ("stateless", "stateful", 0.05, True),
+        ("stateless+burn-in", "stateful", 0.05, False),
+    ],
+)
+def test_best_toml_retrains_to_the_sweep_trials_score_exactly(
+    mode, predict, lr, apart, tmp_path, capsys
+):
+    """DATA sweeps prepare the file as `statefulrnn train` does, and best.toml makes `train`
+    keep the epoch the sweep scored (`monitor`, when the sweep scored the other prediction
+    mode than the model's own): retraining gives the trial's validation loss bit for bit
+    (training is deterministic: same seed, same data order, same threads policy). Before
+    `monitor`, a stateless winner of a `--predict stateful` sweep (the default) was
+    early-stopped on its windowed loss and reported windowed first: another epoch could be
+    kept, and the number `train` showed was the other mode's (last session's 0.90503 against
+    the sweep's 0.90499 is a gap of that size). `apart`: cases whose lr makes the two losses
+    pick different epochs, so they fail without `monitor`."""
     pd = pytest.importorskip("pandas")
     import numpy as np
 
     from statefulrnn.cli import main
 
     csv = _moving_average_csv(tmp_path, pd, np)
-    # stateful: `statefulrnn train` early-stops a stateless model on its windowed loss instead
-    space = 'epochs = 2\nhidden = 4\nlayers = 1\ncell = "lstm"\nmode = "stateful"\n'
+    space = (
+        f'epochs = 8\npatience = 2\nhidden = 4\nlayers = 1\ncell = "lstm"\nmode = "{mode}"\n'
+        f"window = 3\nbatch_size = 8\nlr = {lr}\nburn_in = 4\n"
+    )
     (tmp_path / "space.toml").write_text(space)
     out = tmp_path / "run"
-    args = [str(csv), "--id=sensor", "--time=t", "--features=x", "--targets=y", "--trials=2"]
-    assert main(["sweep", *args, f"--out={out}", f"--space={tmp_path / 'space.toml'}"]) == 0
+    args = [str(csv), "--id=sensor", "--time=t", "--features=x", "--targets=y", "--trials=1"]
+    args += [f"--out={out}", f"--space={tmp_path / 'space.toml'}", f"--predict={predict}"]
+    assert main(["sweep", *args]) == 0
     best = records.read_json(out / "sweep.json")["best"]
     capsys.readouterr()
     assert main(["train", "--config", str(out / "best.toml")]) == 0
     history = records.read_json(out / "best-model" / "history.json")
-    kept = min(h["val_loss"] for h in history)  # patience > 0: the best epoch's weights are kept
-    assert kept == pytest.approx(best["value"], rel=1e-6)
+    summary = records.read_json(out / "best-model" / "summary.json")
+    monitor = "val_loss" if predict == "stateful" else "val_loss_windowed"
+    assert summary["best_epoch"] == best["best_epoch"]
+    kept = history[best["best_epoch"] - 1]
+    assert kept["epoch"] == best["best_epoch"]
+    assert kept[monitor] == best["value"]  # exactly: the same computation on the same weights
+    assert best["python"]["monitor"] == monitor
+    own = "val_loss_windowed" if mode.startswith("stateless") else "val_loss"
+    if apart:  # the model's own loss would keep another epoch: the case tests the selection
+        assert int(np.argmin([h[own] for h in history])) + 1 != best["best_epoch"]
 
 
 def _moving_average_csv(tmp_path, pd, np):

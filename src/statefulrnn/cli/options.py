@@ -149,6 +149,7 @@ CONVERT: dict[str, Any] = {
     "lr": number,
     "val": number,
     "patience": integer,
+    "monitor": _text,
     "clip": _optional_number,
     "seed": integer,
     "tail": number,

@@ -9,7 +9,7 @@ from statefulrnn.cli import distributed
 from statefulrnn.cli import options as o
 from statefulrnn.model import cells
 from statefulrnn.modes import TRAIN_MODES
-from statefulrnn.tabular.config import TableTrainConfig, defaults
+from statefulrnn.tabular.config import MONITORS, TableTrainConfig, defaults
 from statefulrnn.train.config import OPTIMIZER_NAMES
 
 DESCRIPTION = """\
@@ -172,6 +172,13 @@ def add_parser(subparsers) -> None:
         type=o.integer,
         metavar="P",
         help=f"stop after P epochs without a better validation loss; 0: never (default: {d['patience']})",
+    )
+    v.add_argument(
+        "--monitor",
+        choices=list(MONITORS),
+        help="the validation loss early stopping watches and the kept epoch is chosen by: "
+        "val_loss (stateful prediction) or val_loss_windowed (default: the training mode's, "
+        "windowed for stateless)",
     )
     v.add_argument(
         "--val-window",

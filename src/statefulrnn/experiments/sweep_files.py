@@ -25,7 +25,7 @@ CONFIG += ("epochs", "patience")
 # [train] keys of best.toml, in `statefulrnn train --help` order: every option the space can
 # vary is one `statefulrnn train` takes (burn_in only for the "stateless+burn-in" mode)
 TRAIN_KEYS: tuple[str, ...] = ("mode", "window", "burn_in", "batch_size", "epochs", "cell", "hidden", "layers")
-TRAIN_KEYS += ("lr", "clip", "patience", "seed")
+TRAIN_KEYS += ("lr", "clip", "patience", "monitor", "val_window", "seed")
 
 
 def rows(study) -> list[dict[str, Any]]:
@@ -140,10 +140,14 @@ def best_toml(best: dict[str, Any], result, target, seed: int, predict: str) -> 
             f"{best['burn_in']} earlier steps (in Python: sr.fit(..., mode='stateless', "
             f"burn_in={best['burn_in']}))."
         )
-    if best["mode"] != "stateful" and best["patience"] and predict == "stateful":
+    selection = _selection(best, predict)
+    if selection:
+        other = "stateful" if predict == "stateful" else "windowed"
         lines.append(
-            "# Note: `statefulrnn train` early-stops a stateless model on its windowed validation "
-            "loss; this sweep scored stateful prediction, so the epoch it keeps may differ."
+            f"# monitor = {selection['monitor']!r}: train keeps the epoch whose {predict}-"
+            f"prediction validation loss is best, as this sweep scored it (by default it "
+            f"would use the {training_mode(best['mode'])} model's own); predict it with "
+            f"`statefulrnn predict --mode {other}`."
         )
     lines.append("")
     lines.append("[train]")
@@ -151,6 +155,7 @@ def best_toml(best: dict[str, Any], result, target, seed: int, predict: str) -> 
     values["mode"] = training_mode(best["mode"])
     if best["mode"] != STATELESS_BURN_IN:
         values["burn_in"] = None  # drawn only for that mode; `train` refuses it otherwise
+    values.update(selection)
     values["seed"] = seed
     if target.kind == "table":
         table = dict(target.table)
@@ -164,14 +169,33 @@ def best_toml(best: dict[str, Any], result, target, seed: int, predict: str) -> 
     return "\n".join(lines) + "\n"
 
 
-def python_args(best: dict[str, Any]) -> dict[str, Any]:
-    """The same configuration as sr.StatefulRNN and sr.fit arguments."""
+def _selection(best: dict[str, Any], predict: str) -> dict[str, Any]:
+    """The train options that make `train` select the epoch as the sweep did: nothing when
+    the sweep scored the training mode's own prediction (what `train` watches by default),
+    else `monitor` (and, for a stateful model scored windowed, `val_window`, as a stateful
+    run scores its windowed loss only when given one)."""
+    own = "windowed" if training_mode(best["mode"]) == "stateless" else "stateful"
+    if predict == own:
+        return {}
+    if predict == "stateful":
+        return {"monitor": "val_loss"}
+    return {"monitor": "val_loss_windowed", "val_window": best["window"]}
+
+
+def python_args(best: dict[str, Any], predict: str) -> dict[str, Any]:
+    """The same configuration as sr.StatefulRNN and sr.fit arguments, with the
+    EarlyStopping(patience, monitor) that keeps the epoch the sweep scored."""
     fit = {k: best[k] for k in ("window", "batch_size", "epochs", "lr", "clip")}
     fit["mode"] = "stateful" if best["mode"] == "stateful" else "stateless"
     if best["mode"] == STATELESS_BURN_IN:
         fit["burn_in"] = best["burn_in"]
+    selection = _selection(best, predict)
+    if "val_window" in selection:
+        fit["val_window"] = selection["val_window"]
     model = {"cell": best["cell"], "hidden_size": best["hidden"], "num_layers": best["layers"]}
-    return {"model": model, "fit": fit, "patience": best["patience"]}
+    own = "val_loss_windowed" if fit["mode"] == "stateless" else "val_loss"
+    monitor = selection.get("monitor", own)
+    return {"model": model, "fit": fit, "patience": best["patience"], "monitor": monitor}
 
 
 def results(result, target, space, about) -> dict[str, Any]:
@@ -200,7 +224,7 @@ def results(result, target, space, about) -> dict[str, Any]:
         "counts": result.counts,
         "counted": len(done),
         "space": space,
-        "best": None if best is None else {**best, "python": python_args(best)},
+        "best": None if best is None else {**best, "python": python_args(best, about["predict"])},
         "seconds": {
             "trials": sum(r["seconds"] or 0.0 for r in done),  # summed over workers
             "wall": wall,  # first counted trial's start to the last one's end

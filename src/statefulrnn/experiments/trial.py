@@ -121,6 +121,9 @@ def run_trial(
             lr=cfg["lr"],
             clip=cfg["clip"],
             burn_in=_burn_in(cfg),
+            # a stateful model scored windowed: fit scores it, as `train` does with best.toml's
+            # val_window (sweep_files._selection), so both compute the number the same way
+            val_window=cfg["window"] if predict == "windowed" and mode == "stateful" else None,
             seed=seed,
             callbacks=callbacks,
             verbose=0,

@@ -17,6 +17,9 @@ from typing import Any
 from statefulrnn.model import cells
 from statefulrnn.train.config import TrainConfig
 
+# what `monitor` may name: the validation loss of stateful or of windowed prediction
+MONITORS = ("val_loss", "val_loss_windowed")
+
 
 @dataclass(frozen=True, kw_only=True)
 class TableTrainConfig(TrainConfig):
@@ -42,6 +45,9 @@ class TableTrainConfig(TrainConfig):
     layers: int = 1  # stacked recurrent layers
     val: float = 0.2  # fraction of each id's tail held out; 0: no validation
     patience: int = 5  # epochs without a better validation loss before stopping; 0: never
+    # the validation loss that early stopping watches and the kept epoch is chosen by:
+    # "val_loss" (stateful prediction) or "val_loss_windowed"; None: the training mode's
+    monitor: str | None = None
     device: str | None = None  # "cpu", "cuda", "cuda:1", ...; None: CPU
 
     def check(self) -> None:
@@ -58,6 +64,8 @@ class TableTrainConfig(TrainConfig):
         for name in ("hidden", "layers"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1; received {getattr(self, name)}.")
+        if self.monitor not in (None, *MONITORS):
+            raise ValueError(f"monitor must be one of {MONITORS}; received {self.monitor!r}.")
         if self.patience < 0 or self.horizon < 0:
             raise ValueError("patience and horizon must be >= 0.")
 

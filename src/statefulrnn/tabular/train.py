@@ -13,7 +13,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -195,7 +195,9 @@ def train_table(
     model = StatefulRNN(
         len(cfg.features), cfg.hidden, output_size(train, cfg), cell=cfg.cell, num_layers=cfg.layers
     )
-    monitor = default_monitor(cfg.mode)
+    monitor = cfg.monitor or default_monitor(cfg.mode)
+    if monitor == "val_loss_windowed" and cfg.val_window is None:
+        cfg = replace(cfg, val_window=cfg.window)  # a stateful run scores it only when given
     stopper = None
     if val_s is not None and cfg.patience > 0:
         stopper = EarlyStopping(monitor=monitor, patience=cfg.patience, restore_best=True)

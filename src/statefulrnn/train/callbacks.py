@@ -56,9 +56,12 @@ class EarlyStopping(Callback):
         if self.monitor is None:  # used outside fit: the stateful default
             self.monitor = "val_loss" if "val_loss" in record else "loss"
         if self.monitor not in record:
+            hint = "pass val=... to fit, or monitor 'loss'"
+            if self.monitor.endswith("_windowed") and "val_loss" in record:
+                hint = "a stateful run scores its windowed validation only with val_window=N"
             raise KeyError(
                 f"EarlyStopping monitors {self.monitor!r}, but the epoch record has only "
-                f"{sorted(record)}; pass val=... to fit, or monitor 'loss'."
+                f"{sorted(record)}; {hint}."
             )
         value = record[self.monitor]
         if value is None or not math.isfinite(value):

@@ -51,7 +51,9 @@ class TrainConfig:
         None  # stateless: steps run before each window without gradient, or "all"
     )
     shuffle: bool = True  # shuffle sequence (stateful) or window (stateless) order per epoch
-    val_window: int | None = None  # windowed validation: window (default: window)
+    # windowed validation loss (val_loss_windowed): its window; stateless runs score it always
+    # (default: window), stateful runs only when it is given
+    val_window: int | None = None
     metrics: tuple[str, ...] | None = None  # e.g. ("accuracy",); None: the loss's defaults
 
     def __post_init__(self) -> None:

@@ -251,7 +251,8 @@ def chunk_source(
 def validate(
     model: RecurrentModel, val: Sequences, cfg: TrainConfig, windowed: bool
 ) -> dict[str, float]:
-    """Stateful validation always; windowed too when `windowed` (stateless training)."""
+    """Stateful validation always; windowed too when `windowed` (stateless training, or a
+    val_window given)."""
     metrics = list(cfg.metrics or ())
     out = {}
     for key, value in score(stateful_outputs(model, val), val, cfg.loss, metrics).items():
@@ -491,7 +492,8 @@ def _train_one_epoch(
     # numbered from 1, as the console shows it (`epoch` inside fit counts from 0)
     record: dict[str, Any] = {"epoch": epoch + 1, "loss": train_loss}
     if val is not None and world.is_main:
-        record.update(validate(model, val, cfg, windowed=cfg.mode == "stateless"))
+        windowed = cfg.mode == "stateless" or cfg.val_window is not None
+        record.update(validate(model, val, cfg, windowed=windowed))
     record["seconds"] = seconds
     record["scored_steps"] = scored
     return world.from_main(record)
