@@ -197,6 +197,15 @@ def test_bad_input_is_one_line_and_an_exit_status(case, trained, tmp_path, capsy
     assert "run with --debug" not in lines[0], err  # a message of ours, not a raw exception
 
 
+@pytest.mark.parametrize("command", ["compare", "sweep"])
+def test_a_task_parameter_without_a_value_is_a_usage_error(command, tmp_path, capsys):
+    argv = [command, "sine", "--quick", "--set", "epochs", "--out", str(tmp_path / "o")]
+    assert main(argv + (["--trials", "1"] if command == "sweep" else [])) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"statefulrnn {command}: ") and "--set needs NAME=VALUE" in err, err
+    assert not (tmp_path / "o").exists()  # refused before any work
+
+
 def test_debug_prints_the_traceback_and_unknown_errors_are_named(trained, tmp_path, capsys):
     m = model_copy(trained, tmp_path)
     (m / "weights.safetensors").write_bytes(b"junk")

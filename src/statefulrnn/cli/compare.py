@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from statefulrnn.cli import distributed
+from statefulrnn.cli import options as o
 
 EPILOG = """examples:
   statefulrnn compare first-bit --quick           a small run in well under a minute
@@ -64,16 +65,6 @@ def add_parser(sub) -> None:
     p.set_defaults(run=run)
 
 
-def _overrides(items: list[str]) -> dict[str, str]:
-    out = {}
-    for item in items:
-        if "=" not in item:
-            raise SystemExit(f"statefulrnn compare: --set needs NAME=VALUE; received {item!r}.")
-        k, v = item.split("=", 1)
-        out[k.strip()] = v.strip()
-    return out
-
-
 def run(args: argparse.Namespace) -> int:
     import torch
 
@@ -93,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         main = distributed.join(args, "compare")  # under torchrun: rank 0 prints and writes
         tasks = [get_task(n) for n in names]
-        overrides = _overrides(args.set)
+        overrides = o.name_values(args.set)
         params = {
             t.name: t.resolve(
                 args.quick, {k: v for k, v in overrides.items() if k in t.params or not args.all}

@@ -51,6 +51,17 @@ def ints(value) -> tuple[int, ...]:
         raise OptionError(f"expected comma-separated integers; received {value!r}.") from None
 
 
+def name_values(items: list[str]) -> dict[str, str]:
+    """`--set NAME=VALUE ...` (a task's parameters) as {name: value}, both stripped."""
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise OptionError(f"--set needs NAME=VALUE; received {item!r}.")
+        k, v = item.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
 def _number(kind):
     def convert(value):
         if isinstance(value, bool) or (kind is int and isinstance(value, float)):

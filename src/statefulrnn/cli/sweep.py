@@ -99,16 +99,6 @@ def add_parser(sub) -> None:
     p.set_defaults(run=run)
 
 
-def _overrides(items: list[str]) -> dict[str, str]:
-    out = {}
-    for item in items:
-        if "=" not in item:
-            raise ValueError(f"--set needs NAME=VALUE; received {item!r}.")
-        k, v = item.split("=", 1)
-        out[k.strip()] = v.strip()
-    return out
-
-
 def _table_options(args) -> tuple[str | None, dict]:
     """The DATA file and its read options: the config file's, then the flags given here."""
     from statefulrnn.experiments.targets import TABLE_OPTIONS
@@ -167,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed,
             out=args.out,
             quick=args.quick,
-            params=_overrides(args.set) if is_task else None,
+            params=o.name_values(args.set) if is_task else None,
             table=table,
         )
     except (ValueError, OSError, ImportError) as err:
