@@ -42,15 +42,8 @@ def add_parser(subparsers) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("model", nargs="?", metavar="MODEL_DIR", help="folder from statefulrnn train")
-    p.add_argument("data", nargs="?", metavar="DATA", help="CSV (.csv, .tsv) or Parquet file")
-    o.add_config(p)
-    p.add_argument(
-        "--window",
-        type=o.integer,
-        metavar="N",
-        help="rows per fresh pass in windowed mode (default: the training window)",
-    )
+    o.add_model_and_data(p)
+    o.add_window(p)
     p.add_argument(
         "--tail",
         type=o.number,

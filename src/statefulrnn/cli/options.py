@@ -256,6 +256,23 @@ def add_config(parser) -> None:
     )
 
 
+def add_model_and_data(parser) -> None:
+    """MODEL_DIR DATA (positional, optional: a config file may name them) and --config."""
+    parser.add_argument("model", nargs="?", metavar="MODEL_DIR", help="folder from statefulrnn train")
+    parser.add_argument("data", nargs="?", metavar="DATA", help="CSV (.csv, .tsv) or Parquet file")
+    add_config(parser)
+
+
+def add_window(parser) -> None:
+    """--window N: the rows of each fresh pass of windowed prediction."""
+    parser.add_argument(
+        "--window",
+        type=integer,
+        metavar="N",
+        help="rows per fresh pass in windowed mode (default: the training window)",
+    )
+
+
 def add_read_options(parser, defaults: dict[str, Any] | None = None) -> None:
     """--fill, --drop, --sort: how missing values and unsorted rows are handled."""
     g = parser.add_argument_group("reading the table")
