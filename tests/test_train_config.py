@@ -152,3 +152,23 @@ def test_burnt_in_windows_equal_a_pass_over_burn_in_and_window():
         start, n = steps[0], int((steps >= 0).sum())  # the last window holds padding
         expect, _ = model(x[None, max(0, start - 4) : start + n], None)
         torch.testing.assert_close(y_hat[row, :n], expect[0, -n:], rtol=0, atol=1e-12)
+
+
+def test_every_training_option_is_a_config_file_key_read_by_its_fields_type(tmp_path):
+    from statefulrnn.cli.errors import OptionError
+    from statefulrnn.cli.options import load_config
+
+    (tmp_path / "c.toml").write_text(
+        'mode = "stateless"\nwindow = 7\nbatch-size = 3\nepochs = 2\nloss = "bce"\n'
+        'optimizer = "sgd"\nlr = 0.5\nclip = "none"\nseed = 4\nstride = "off"\ntarget = "last"\n'
+        'backprop = 9\nburn-in = "all"\nshuffle = false\nval_window = 5\n'
+    )
+    got = load_config(tmp_path / "c.toml", "train")
+    want = {"mode": "stateless", "window": 7, "batch_size": 3, "epochs": 2, "loss": "bce",
+            "optimizer": "sgd", "lr": 0.5, "clip": None, "seed": 4, "stride": None,
+            "target": "last", "backprop": 9, "burn_in": "all", "shuffle": False, "val_window": 5}  # fmt: skip
+    assert got == want and type(got["lr"]) is float
+    assert set(want) == set(option_names()) - {"metrics"}  # every option fit takes but one
+    (tmp_path / "m.toml").write_text('metrics = ["accuracy"]\n')  # set by the loss, not here
+    with pytest.raises(OptionError, match="unknown option 'metrics'"):
+        load_config(tmp_path / "m.toml", "train")

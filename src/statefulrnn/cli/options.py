@@ -13,6 +13,7 @@ from __future__ import annotations
 import difflib
 import os
 import sys
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ else:  # pragma: no cover - Python 3.10
 from statefulrnn import threads
 from statefulrnn.cli import errors
 from statefulrnn.cli.errors import OptionError  # defined beside the exit statuses it maps to
+from statefulrnn.tabular.config import TableTrainConfig
 
 COMMANDS = ("train", "predict", "evaluate")
 
@@ -125,44 +127,26 @@ def _plain(value):
     return None if value is NONE else value
 
 
+# a training option's converter follows its TableTrainConfig field's type (its one definition)
+BY_TYPE: dict[str, Any] = {
+    "str": _text,
+    "str | None": _text,
+    "str | OptimizerFactory": _text,  # by name on the command line; a factory is Python's
+    "int": integer,
+    "int | None": _optional_int,
+    "int | str | None": _burn_in,  # burn_in: N or "all"
+    "float": number,
+    "float | None": _optional_number,
+    "bool": _flag,
+    "tuple[str, ...]": names,
+}
+PYTHON_ONLY = ("metrics",)  # fit options the table commands do not take (set by the loss)
 # option -> converter, for every option of every table command (a config file may hold all)
 CONVERT: dict[str, Any] = {
-    "data": _text,
+    **{f.name: BY_TYPE[str(f.type)] for f in fields(TableTrainConfig) if f.name not in PYTHON_ONLY},
     "model": _text,
-    "out": _text,
     "force": _flag,
     "output": _text,
-    "id": _text,
-    "time": _text,
-    "weight": _text,
-    "features": names,
-    "targets": names,
-    "horizon": integer,
-    "fill": _text,
-    "drop": _flag,
-    "sort": _flag,
-    "mode": _text,
-    "window": integer,
-    "loss": _text,
-    "stride": _optional_int,
-    "target": _text,
-    "burn_in": _burn_in,
-    "backprop": _optional_int,
-    "device": _text,
-    "optimizer": _text,
-    "shuffle": _flag,
-    "val_window": _optional_int,
-    "batch_size": integer,
-    "epochs": integer,
-    "cell": _text,
-    "hidden": integer,
-    "layers": integer,
-    "lr": number,
-    "val": number,
-    "patience": integer,
-    "monitor": _text,
-    "clip": _optional_number,
-    "seed": integer,
     "tail": number,
     "season": ints,
     "plot": _text,
