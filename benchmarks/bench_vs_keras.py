@@ -19,8 +19,10 @@ machine shared with other work the CPU figures move least. Every round runs ever
 warm-up round that is not counted; the figures are medians over the rounds. Two phases: "quiet"
 (whatever else the machine runs: the load average is recorded beside every phase) and "busy",
 with a competing busy process this benchmark starts (one bounded CPU loop) and stops itself.
-The bare loops run on the thread count statefulrnn's policy picks for the same shape
-(statefulrnn/threads.py), so their ratio measures the engine, not the threads.
+The bare training loops run twice per round: at torch's default thread count (what a user
+writing them gets; `_<n>t_default`) and at one thread (`_1t`); `speedup_vs.best_bare` is the
+ratio to the faster of the two. (They share this process, so they also get the passive OpenMP
+wait policy `import statefulrnn` sets, which only helps them under load.)
 
 Keras is optional and never a dependency of statefulrnn: it runs in its own virtual
 environment, in a subprocess (benchmarks/_keras_side.py), found at --keras-python (default
@@ -179,16 +181,28 @@ def sides_seed000(quick: bool):
         epoch[0] += 1
         return time.perf_counter() - t0, time.process_time() - c0
 
-    bare, xt, yt, wt = BareTBPTT(s["hidden"]), *(torch.from_numpy(a) for a in (x, y, w))
-    n = thread_policy.choose(None, thread_policy.step_work(model, s["lanes"]))
+    xt, yt, wt = (torch.from_numpy(a) for a in (x, y, w))
+    bares = {n: BareTBPTT(s["hidden"]) for n in bare_threads()}
 
-    def loop():
+    def loop(n: int):
         with thread_policy.using(n):
             t0, c0 = time.perf_counter(), time.process_time()
-            bare.run(xt, yt, wt, s["lanes"], s["window"])
+            bares[n].run(xt, yt, wt, s["lanes"], s["window"])
             return time.perf_counter() - t0, time.process_time() - c0
 
-    return {"statefulrnn": fit, "bare_nn_lstm_tbptt": loop}, s
+    return {"statefulrnn": fit, **bare_sides("bare_nn_lstm_tbptt", loop)}, s
+
+
+def bare_threads() -> list[int]:
+    """The bare loops run at torch's default thread count (what a user writing them gets) and
+    at one thread; the faster of the two is the baseline (`best_bare`)."""
+    return sorted({torch.get_num_threads(), 1}, reverse=True)
+
+
+def bare_sides(name: str, loop) -> dict:
+    default = torch.get_num_threads()
+    return {f"{name}_{n}t" + ("_default" if n == default else ""): (lambda n=n: loop(n))
+            for n in bare_threads()}  # fmt: skip
 
 
 def sides_per_step(quick: bool):
@@ -204,16 +218,16 @@ def sides_per_step(quick: bool):
                shuffle=False)  # fmt: skip
         return time.perf_counter() - t0, time.process_time() - c0
 
-    bare, xt, yt = BarePerStep(s["hidden"]), torch.from_numpy(x), torch.from_numpy(y)
-    n = thread_policy.choose(None, thread_policy.step_work(model, 1))
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    bares = {n: BarePerStep(s["hidden"]) for n in bare_threads()}
 
-    def loop():
+    def loop(n: int):
         with thread_policy.using(n):
             t0, c0 = time.perf_counter(), time.process_time()
-            bare.run(xt, yt)
+            bares[n].run(xt, yt)
             return time.perf_counter() - t0, time.process_time() - c0
 
-    return {"statefulrnn": fit, "bare_nn_lstm_per_step": loop}, s
+    return {"statefulrnn": fit, **bare_sides("bare_nn_lstm_per_step", loop)}, s
 
 
 def sides_streams(n: int, calls: int):
@@ -295,6 +309,10 @@ def run_phase(names, rounds: int, quick: bool, keras: Keras | None) -> dict:
                "loadavg_after": os.getloadavg()}  # fmt: skip
         ours, ours_cpu = med["statefulrnn"], med_cpu["statefulrnn"]
         res["speedup_vs"] = {k: v / ours for k, v in med.items() if k != "statefulrnn"}
+        bare = {k: v for k, v in med.items() if k.startswith("bare_")}
+        if len(bare) > 1:  # the bare loop at torch's default threads and at one: the faster
+            res["best_bare"] = min(bare, key=bare.__getitem__)
+            res["speedup_vs"]["best_bare"] = bare[res["best_bare"]] / ours
         # CPU seconds (all threads of the process): what the machine's load disturbs least
         res["cpu_speedup_vs"] = {k: v / ours_cpu for k, v in med_cpu.items() if k != "statefulrnn"}
         out[name] = res

@@ -46,3 +46,23 @@ def test_keras_benchmark_skips_keras_cleanly_and_writes_its_json(capsys, tmp_pat
     assert set(sides) == {"statefulrnn", "bare_nn_lstmcell"}
     assert all(v > 0 for v in sides.values())
     assert torch.get_num_threads() == before
+
+
+def test_keras_benchmark_times_the_bare_loop_at_default_and_one_thread(tmp_path):
+    """The bare training loop at torch's default threads and at one; the faster is the
+    baseline (`best_bare`)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)  # a user's default on this 2-core machine (the suite runs at 1)
+    try:
+        bench = load("bench_vs_keras")
+        result = bench.main(["--quick", "--rounds", "1", "--phase", "quiet", "--only", "per_step",
+                             "--no-keras", "--out", str(tmp_path / "vs.json")])  # fmt: skip
+    finally:
+        torch.set_num_threads(before)
+    res = result["phases"]["quiet"]["per_step"]
+    assert set(res["median"]) == {
+        "statefulrnn", "bare_nn_lstm_per_step_2t_default", "bare_nn_lstm_per_step_1t"
+    }  # fmt: skip
+    bare = {k: v for k, v in res["median"].items() if k.startswith("bare_")}
+    assert res["best_bare"] == min(bare, key=bare.__getitem__)
+    assert res["speedup_vs"]["best_bare"] == bare[res["best_bare"]] / res["median"]["statefulrnn"]

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import statefulrnn as sr
-from statefulrnn import reference
+from statefulrnn import reference, threads
 from statefulrnn.model import engine
 
 TOL = 1e-10
@@ -51,12 +51,15 @@ def run(model, x, state, reset, which, monkeypatch):
     st.integers(1, 12),  # steps
     st.booleans(),  # a carried (non-zero) state
     st.booleans(),  # reset some lanes
+    st.integers(1, 5),  # lane groups (threads) of the loop; more than the lanes: one per lane
     st.integers(0, 2**16),
 )
 def test_loop_equals_fused_and_reference_with_gradients(
-    layers, f, hidden, o, batch, steps, warm, resets, seed
+    layers, f, hidden, o, batch, steps, warm, resets, groups, seed
 ):
+    """Every layer's lanes cut into `groups` threads (uneven groups included): the same."""
     mp = pytest.MonkeyPatch()
+    mp.setattr(engine, "MIN_GROUP_WIDTH", 1)  # split even these tiny chunks
     try:
         model = model_of(layers, f, hidden, o, seed)
         rng = np.random.default_rng(seed)
@@ -73,7 +76,9 @@ def test_loop_equals_fused_and_reference_with_gradients(
                 h0, c0 = h0.copy(), c0.copy()
                 h0[:, mask] = 0.0
                 c0[:, mask] = 0.0
-        y_l, fin_l, g_l = run(model, x, state, reset, "loop", mp)
+        with threads.using_workers(groups):
+            assert engine.lane_groups(batch, hidden) == min(groups, batch)
+            y_l, fin_l, g_l = run(model, x, state, reset, "loop", mp)
         y_f, fin_f, g_f = run(model, x, state, reset, "fused", mp)
         assert (y_l - y_f).abs().max() <= TOL
         for a, b in zip(fin_l.tensors, fin_f.tensors):
@@ -90,8 +95,19 @@ def test_loop_equals_fused_and_reference_with_gradients(
 
 
 @pytest.mark.parametrize("backprop", [None, 7])
-def test_fit_on_the_loop_equals_fit_on_the_fused_module(backprop, monkeypatch):
-    """Stateful training over chunks, resets and a k2 > k1 history: the same run either way."""
+@pytest.mark.parametrize("fit_threads", [1, 3])
+def test_fit_on_the_loop_equals_fit_on_the_fused_module(backprop, fit_threads, monkeypatch):
+    """Stateful training over chunks, resets and a k2 > k1 history: the same run either way,
+    the loop's lanes in one thread or cut into groups of threads (`fit(threads=3)`)."""
+    monkeypatch.setattr(engine, "MIN_GROUP_WIDTH", 1)
+    seen = []
+    real = engine._split
+
+    def spy(batch, k):
+        seen.append(k)
+        return real(batch, k)
+
+    monkeypatch.setattr(engine, "_split", spy)
     rng = np.random.default_rng(3)
     lengths = [11, 17, 9, 14, 6]
     xs = [rng.normal(size=(n, 2)) for n in lengths]
@@ -101,9 +117,10 @@ def test_fit_on_the_loop_equals_fit_on_the_fused_module(backprop, monkeypatch):
     for which in ("loop", "fused"):
         monkeypatch.setenv("STATEFULRNN_ENGINE", which)
         model = model_of(2, 2, 5, 1, seed=1, scale=0.3)
-        h = sr.fit(model, data, window=3, batch_size=2, epochs=2, backprop=backprop, verbose=0,
-                   optimizer="sgd", lr=0.05)  # fmt: skip
+        h = sr.fit(model, data, window=3, batch_size=3, epochs=2, backprop=backprop, verbose=0,
+                   optimizer="sgd", lr=0.05, threads=fit_threads)  # fmt: skip
         runs[which] = (h.column("loss"), model.state_dict())
+    assert seen and set(seen) == {fit_threads}  # threads=1: one group, never a split
     np.testing.assert_allclose(runs["loop"][0], runs["fused"][0], rtol=0, atol=TOL)
     for k, v in runs["fused"][1].items():
         assert (runs["loop"][1][k] - v).abs().max() <= TOL, k
@@ -117,6 +134,46 @@ def test_loop_in_float32_is_close_to_fused():
     out_l, (h_l, c_l) = engine.lstm_loop(layer, x, None)
     assert (out_f - out_l).abs().max() < 1e-5
     assert (h_f - h_l).abs().max() < 1e-5 and (c_f - c_l).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("groups", [2, 3, 7])
+def test_lane_groups_equal_one_group_in_float32_and_leave_torchs_threads(groups):
+    """Uneven groups (400 lanes in 3 or 7), a warm state, gradients: the split changes only
+    the order dW is summed in; the caller's thread setting is the same afterwards."""
+    torch.manual_seed(1)
+    layer = torch.nn.LSTM(2, 24, batch_first=True)
+    x = torch.randn(400, 33, 2, requires_grad=True)
+    h0 = torch.randn(1, 400, 24, requires_grad=True)
+    c0 = torch.randn(1, 400, 24, requires_grad=True)
+    got = []
+    before = torch.get_num_threads()
+    for k in (1, groups):
+        out, (hn, cn) = engine.lstm_loop(layer, x, (h0, c0), groups=k)
+        loss = out.sin().sum() + hn.square().sum() + cn.sum()
+        got.append([out, hn, cn, *torch.autograd.grad(loss, [x, h0, c0, *layer.parameters()])])
+        assert torch.get_num_threads() == before
+    for a, b in zip(*got):
+        assert (a - b).abs().max() <= 1e-5 * max(1.0, b.abs().max().item())
+
+
+def test_lane_groups_follow_the_thread_policy(monkeypatch):
+    """threads=None: one group per CPU this process may use, fewer for narrow chunks, never
+    more than the lanes; an explicit count (fit's threads=, the CLI's --threads) wins."""
+    monkeypatch.setattr(threads, "cpus", lambda: 4)
+    assert threads.workers() == 4
+    assert engine.lane_groups(400, 64) == 3  # 25,600 lanes x hidden: 3 groups of >= 8,192
+    assert engine.lane_groups(100, 64) == 1
+    with threads.using_workers(1):
+        assert engine.lane_groups(400, 64) == 1
+    with threads.using_workers(2):
+        assert engine.lane_groups(400, 64) == 2
+    threads.set_default(1)
+    try:
+        assert engine.lane_groups(400, 64) == 1
+    finally:
+        threads.set_default(None)
+    with pytest.raises(ValueError, match="workers must be None"), threads.using_workers(0):
+        pass
 
 
 # --------------------------------------------------------------------------- the chooser

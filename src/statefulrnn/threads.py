@@ -38,6 +38,7 @@ is not loaded yet (`_openmp.py`), so OpenMP threads sleep instead of spinning wh
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
 
 SMALL_STEP = 1 << 24  # multiply-adds per recurrent step below which one thread is used
 _default: list[int | None] = [None]  # set_default: what threads=None means in this process
+_workers: list[int | None] = [None]  # the lane workers of the call running now (for_model)
 
 
 def get_default() -> int | None:
@@ -94,6 +96,36 @@ def choose(threads: int | None, work: int, device: torch.device | str | None = "
     return 1 if work < SMALL_STEP else None
 
 
+def cpus() -> int:
+    """The CPUs this process may run on (its affinity mask, not the machine's count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def workers() -> int:
+    """Threads the CPU loop engine (model/engine.py) may cut a chunk's lanes over, now: the
+    running call's `threads=` (set by `for_model`), else `set_default`'s, else the CPUs this
+    process may use."""
+    for n in (_workers[0], _default[0]):
+        if n is not None:
+            return n
+    return cpus()
+
+
+@contextlib.contextmanager
+def using_workers(n: int | None) -> Iterator[None]:
+    """Run the block with `workers()` answering `n` (None: the policy); restore afterwards."""
+    check(n, "workers")
+    before = _workers[0]
+    _workers[0] = n
+    try:
+        yield
+    finally:
+        _workers[0] = before
+
+
 @contextlib.contextmanager
 def using(threads: int | None) -> Iterator[None]:
     """Run the block with `threads` intra-op threads (None: unchanged); restore afterwards."""
@@ -110,9 +142,10 @@ def using(threads: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def for_model(
-    threads: int | None, model: torch.nn.Module, rows: int
-) -> contextlib.AbstractContextManager[None]:
-    """`using(...)` with the policy's choice for `model` stepping `rows` lanes."""
+@contextlib.contextmanager
+def for_model(threads: int | None, model: torch.nn.Module, rows: int) -> Iterator[None]:
+    """`using(...)` with the policy's choice for `model` stepping `rows` lanes, and
+    `using_workers(threads)` for the loop engine's lane groups."""
     device = next(model.parameters()).device if any(True for _ in model.parameters()) else "cpu"
-    return using(choose(threads, step_work(model, rows), device))
+    with using(choose(threads, step_work(model, rows), device)), using_workers(threads):
+        yield

@@ -47,14 +47,19 @@ of its time, so no Python-level change can buy much more on one thread.
 from __future__ import annotations
 
 import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import cast
 
 import torch
 from torch import Tensor, nn
 
+from statefulrnn import threads as thread_policy
+
 ENGINES = ("auto", "fused", "loop")
 LOOP_MIN_WIDTH = 24_576  # lanes x hidden from which the loop beats fused nn.LSTM (training)
 LOOP_MIN_STEPS = 32  # steps per chunk from which it does (fewer: its per-call setup shows)
+MIN_GROUP_WIDTH = 8_192  # lanes x hidden per lane group below which a thread does not pay
 _ENV = "STATEFULRNN_ENGINE"  # "fused" or "loop": force one engine (benchmarks, debugging)
 
 
@@ -103,8 +108,10 @@ def run_layer(layer: nn.Module, x: Tensor, hx, engine: str | None = None):
     return lstm_loop(cast(nn.LSTM, layer), x, hx)  # loop_covers: an nn.LSTM
 
 
-def lstm_loop(layer: nn.LSTM, x: Tensor, hx):
-    """One LSTM layer over x [B, T, F] from hx = (h0, c0) [1, B, H] (None: zeros)."""
+def lstm_loop(layer: nn.LSTM, x: Tensor, hx, groups: int | None = None):
+    """One LSTM layer over x [B, T, F] from hx = (h0, c0) [1, B, H] (None: zeros).
+
+    `groups`: how many lane groups to run in parallel threads (None: `lane_groups`)."""
     batch, steps, _ = x.shape
     h_size = layer.hidden_size
     if hx is None:
@@ -112,6 +119,7 @@ def lstm_loop(layer: nn.LSTM, x: Tensor, hx):
         c0 = x.new_zeros(batch, h_size)
     else:
         h0, c0 = hx[0][0], hx[1][0]
+    k = lane_groups(batch, h_size) if groups is None else max(1, min(int(groups), batch))
     # tanh(z) = 2 sigmoid(2z) - 1: the g rows are doubled here, so one sigmoid call does all
     # four gates (tanh is several times slower than sigmoid on the CPUs measured)
     scale = _g_scale(h_size, x)
@@ -120,8 +128,57 @@ def lstm_loop(layer: nn.LSTM, x: Tensor, hx):
     b_ih, b_hh = cast(Tensor, layer.bias_ih_l0), cast(Tensor, layer.bias_hh_l0)
     w = torch.cat([w_ih, w_hh], dim=1) * scale[:, None]
     b = (b_ih + b_hh) * scale
-    hs, h_n, c_n = _LSTMLoop.apply(x.transpose(0, 1), w, b, h0, c0)
+    hs, h_n, c_n = _LSTMLoop.apply(x.transpose(0, 1), w, b, h0, c0, k)
     return hs.transpose(0, 1), (h_n.unsqueeze(0), c_n.unsqueeze(0))
+
+
+def lane_groups(batch: int, hidden: int) -> int:
+    """Lane groups for a chunk: the thread policy's worker count (statefulrnn/threads.py), fewer
+    when a group would hold under MIN_GROUP_WIDTH lanes x hidden (its steps too small to pay
+    for a thread), never more than the lanes."""
+    return max(1, min(thread_policy.workers(), batch * hidden // MIN_GROUP_WIDTH, batch))
+
+
+def _split(batch: int, k: int) -> list[tuple[int, int]]:
+    """k contiguous lane ranges covering 0..batch, sizes differing by at most one."""
+    q, r = divmod(batch, k)
+    bounds = [0]
+    for j in range(k):
+        bounds.append(bounds[-1] + q + (j < r))
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+_POOLS: dict[int, ThreadPoolExecutor] = {}
+_POOL_LOCK = threading.Lock()
+
+
+def _in_parallel(fn, ranges: list[tuple[int, int]]) -> list:
+    """fn(lo, hi) for every lane range: the first in this thread, the others in pool threads.
+
+    Each pool thread runs with one intra-op thread (torch's setting is per thread), so k
+    groups use k cores; torch releases the GIL inside every op, so the groups' steps overlap.
+    The groups meet only when all are done (twice per chunk: forward and backward)."""
+    if len(ranges) == 1:
+        return [fn(*ranges[0])]
+    with _POOL_LOCK:
+        pool = _POOLS.get(len(ranges) - 1)
+        if pool is None:
+            pool = ThreadPoolExecutor(len(ranges) - 1, thread_name_prefix="statefulrnn-lanes")
+            _POOLS[len(ranges) - 1] = pool
+    before = torch.get_num_threads()
+
+    def one_thread(lo: int, hi: int):
+        if torch.get_num_threads() != 1:
+            torch.set_num_threads(1)  # this pool thread only (and threads started after it)
+        return fn(lo, hi)
+
+    futures = [pool.submit(one_thread, lo, hi) for lo, hi in ranges[1:]]
+    with thread_policy.using(1):
+        first = fn(*ranges[0])
+    out = [first, *(f.result() for f in futures)]
+    if torch.get_num_threads() != before:
+        torch.set_num_threads(before)
+    return out
 
 
 def _g_scale(h: int, like: Tensor) -> Tensor:
@@ -136,15 +193,17 @@ def _tanh(z: Tensor, out: Tensor) -> Tensor:
 
 
 class _LSTMLoop(torch.autograd.Function):
-    """(x [T, B, F], W [4H, F + H] = [W_ih, W_hh], b [4H], g rows doubled; h0, c0 [B, H])
-    -> (hs [T, B, H], h_T, c_T).
+    """(x [T, B, F], W [4H, F + H] = [W_ih, W_hh], b [4H], g rows doubled; h0, c0 [B, H];
+    k lane groups) -> (hs [T, B, H], h_T, c_T).
 
     Keeps, for backward, only each step's input row [x_t, h_{t-1}] and c_t ([T + 1, B, F + H]
     and [T + 1, B, H]): backward recomputes a step's gates with one GEMM instead of storing
-    [T, B, 4H] of them, so every step works on buffers that stay in cache."""
+    [T, B, 4H] of them, so every step works on buffers that stay in cache. With k > 1 the
+    lanes are cut into k contiguous groups, each stepped by its own thread over its rows of
+    the shared buffers (a step's rows of a group are contiguous); their dW and db are summed."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, w: Tensor, b: Tensor, h0: Tensor, c0: Tensor):
+    def forward(ctx, x: Tensor, w: Tensor, b: Tensor, h0: Tensor, c0: Tensor, k: int):
         steps, batch, f_in = x.shape
         h = h0.shape[1]
         xh = x.new_empty(steps + 1, batch, f_in + h)  # xh[t] = [x_t, h_{t-1}]; xh[T] = [., h_T]
@@ -153,16 +212,10 @@ class _LSTMLoop(torch.autograd.Function):
         xh[0, :, f_in:] = h0
         cs = x.new_empty(steps + 1, batch, h)
         cs[0] = c0
-        gates = x.new_empty(batch, 4 * h)
-        g_val, tc = x.new_empty(batch, h), x.new_empty(batch, h)
-        i, f, sg, o = (gates[:, k * h : (k + 1) * h] for k in range(4))
-        w_t = w.t()
-        for t in range(steps):
-            torch.addmm(b, xh[t], w_t, out=gates).sigmoid_()
-            torch.mul(sg, 2, out=g_val).sub_(1)  # tanh of the g gate
-            torch.mul(f, cs[t], out=cs[t + 1]).addcmul_(i, g_val)
-            torch.mul(o, _tanh(cs[t + 1], tc), out=xh[t + 1, :, f_in:])
+        ranges = _split(batch, k)
+        _in_parallel(lambda lo, hi: _forward_lanes(xh[:, lo:hi], cs[:, lo:hi], w, b), ranges)
         ctx.save_for_backward(xh, cs, w, b)
+        ctx.ranges = ranges
         ctx.x_needs_grad = ctx.needs_input_grad[0]
         hs = xh[1:, :, f_in:]
         return hs, hs[-1].clone(), cs[steps].clone()
@@ -171,48 +224,95 @@ class _LSTMLoop(torch.autograd.Function):
     def backward(ctx, d_out, d_hn, d_cn):
         xh, cs, w, b = ctx.saved_tensors
         steps1, batch, fh = xh.shape
-        steps, h = steps1 - 1, cs.shape[2]
-        f_in = fh - h
-        w_t = w.t()
-        gates = xh.new_empty(batch, 4 * h)
-        i, f, sg, o = (gates[:, k * h : (k + 1) * h] for k in range(4))
-        da = xh.new_empty(batch, 4 * h)
-        da_i, da_f, da_g, da_o = (da[:, k * h : (k + 1) * h] for k in range(4))
-        dxh = xh.new_empty(batch, fh)
-        dh = dxh[:, f_in:]
-        if d_hn is None:
-            dh.zero_()
-        else:
-            dh.copy_(d_hn)
-        dc = torch.zeros_like(cs[0]) if d_cn is None else d_cn.clone()
-        dx = xh.new_empty(steps, batch, f_in) if ctx.x_needs_grad else None
-        d_w = torch.zeros_like(w)
-        da_sum = torch.zeros_like(da)
-        tc, tmp = xh.new_empty(batch, h), xh.new_empty(batch, h)
-        for t in range(steps - 1, -1, -1):
-            torch.addmm(b, xh[t], w_t, out=gates).sigmoid_()  # the step's gates, recomputed
-            _tanh(cs[t + 1], tc)
-            if d_out is not None:
-                dh.add_(d_out[t])
-            # da_o = dh tanh(c) o (1 - o)
-            torch.addcmul(o, o, o, value=-1, out=tmp)
-            torch.mul(dh, tc, out=da_o).mul_(tmp)
-            # dc += dh o (1 - tanh(c)^2)
-            torch.addcmul(o, o, tc.square_(), value=-1, out=tmp)
-            dc.addcmul_(dh, tmp)
-            # da_i = dc g i (1 - i), g = 2 sg - 1
-            torch.addcmul(i, i, i, value=-1, out=tmp).mul_(dc)
-            torch.mul(sg, 2, out=da_i).sub_(1).mul_(tmp)
-            # da_f = dc c_{t-1} f (1 - f)
-            torch.addcmul(f, f, f, value=-1, out=tmp).mul_(dc)
-            torch.mul(cs[t], tmp, out=da_f)
-            # da_g' = 2 dc i sg (1 - sg)   (g = 2 sg - 1, sg = sigmoid(a'), a' = 2 a_g)
-            torch.addcmul(sg, sg, sg, value=-1, out=tmp).mul_(dc)
-            torch.mul(i, tmp, out=da_g).mul_(2)
-            dc.mul_(f)
-            d_w.addmm_(da.t(), xh[t])
-            da_sum.add_(da)
-            torch.mm(da, w, out=dxh)  # [dx_t, dh_{t-1}]
-            if dx is not None:
-                dx[t] = dxh[:, :f_in]
-        return dx, d_w, da_sum.sum(0), dh.clone(), dc
+        h = cs.shape[2]
+        dx = xh.new_empty(steps1 - 1, batch, fh - h) if ctx.x_needs_grad else None
+        dh0, dc0 = xh.new_empty(batch, h), xh.new_empty(batch, h)
+
+        def lanes(lo: int, hi: int):
+            return _backward_lanes(
+                xh[:, lo:hi], cs[:, lo:hi], w, b,
+                None if d_out is None else d_out[:, lo:hi],
+                None if d_hn is None else d_hn[lo:hi],
+                None if d_cn is None else d_cn[lo:hi],
+                None if dx is None else dx[:, lo:hi], dh0[lo:hi], dc0[lo:hi],
+            )  # fmt: skip
+
+        parts = _in_parallel(lanes, ctx.ranges)
+        d_w, d_b = parts[0]
+        for dw_j, db_j in parts[1:]:
+            d_w.add_(dw_j)
+            d_b.add_(db_j)
+        return dx, d_w, d_b, dh0, dc0, None
+
+
+@torch.no_grad()  # grad mode is per thread: pool threads must not record either
+def _forward_lanes(xh: Tensor, cs: Tensor, w: Tensor, b: Tensor) -> None:
+    """The forward steps of one lane group, in place: xh [T + 1, B, F + H] holds x_t and h_0,
+    cs [T + 1, B, H] holds c_0; fills h_1..h_T into xh and c_1..c_T into cs."""
+    steps, batch = xh.shape[0] - 1, xh.shape[1]
+    h = cs.shape[2]
+    f_in = xh.shape[2] - h
+    gates = xh.new_empty(batch, 4 * h)
+    g_val, tc = xh.new_empty(batch, h), xh.new_empty(batch, h)
+    i, f, sg, o = (gates[:, k * h : (k + 1) * h] for k in range(4))
+    w_t = w.t()
+    for t in range(steps):
+        torch.addmm(b, xh[t], w_t, out=gates).sigmoid_()
+        torch.mul(sg, 2, out=g_val).sub_(1)  # tanh of the g gate
+        torch.mul(f, cs[t], out=cs[t + 1]).addcmul_(i, g_val)
+        torch.mul(o, _tanh(cs[t + 1], tc), out=xh[t + 1, :, f_in:])
+
+
+@torch.no_grad()
+def _backward_lanes(
+    xh: Tensor, cs: Tensor, w: Tensor, b: Tensor, d_out, d_hn, d_cn, dx, dh0: Tensor, dc0: Tensor
+) -> tuple[Tensor, Tensor]:
+    """The backward steps of one lane group: fills dx (if wanted), dh0, dc0 of its lanes and
+    returns its (dW, db)."""
+    steps1, batch, fh = xh.shape
+    steps, h = steps1 - 1, cs.shape[2]
+    f_in = fh - h
+    w_t = w.t()
+    gates = xh.new_empty(batch, 4 * h)
+    i, f, sg, o = (gates[:, k * h : (k + 1) * h] for k in range(4))
+    da = xh.new_empty(batch, 4 * h)
+    da_i, da_f, da_g, da_o = (da[:, k * h : (k + 1) * h] for k in range(4))
+    dxh = xh.new_empty(batch, fh)
+    dh = dxh[:, f_in:]
+    if d_hn is None:
+        dh.zero_()
+    else:
+        dh.copy_(d_hn)
+    dc = torch.zeros_like(cs[0]) if d_cn is None else d_cn.clone()
+    d_w = torch.zeros_like(w)
+    da_sum = torch.zeros_like(da)
+    tc, tmp = xh.new_empty(batch, h), xh.new_empty(batch, h)
+    for t in range(steps - 1, -1, -1):
+        torch.addmm(b, xh[t], w_t, out=gates).sigmoid_()  # the step's gates, recomputed
+        _tanh(cs[t + 1], tc)
+        if d_out is not None:
+            dh.add_(d_out[t])
+        # da_o = dh tanh(c) o (1 - o)
+        torch.addcmul(o, o, o, value=-1, out=tmp)
+        torch.mul(dh, tc, out=da_o).mul_(tmp)
+        # dc += dh o (1 - tanh(c)^2)
+        torch.addcmul(o, o, tc.square_(), value=-1, out=tmp)
+        dc.addcmul_(dh, tmp)
+        # da_i = dc g i (1 - i), g = 2 sg - 1
+        torch.addcmul(i, i, i, value=-1, out=tmp).mul_(dc)
+        torch.mul(sg, 2, out=da_i).sub_(1).mul_(tmp)
+        # da_f = dc c_{t-1} f (1 - f)
+        torch.addcmul(f, f, f, value=-1, out=tmp).mul_(dc)
+        torch.mul(cs[t], tmp, out=da_f)
+        # da_g' = 2 dc i sg (1 - sg)   (g = 2 sg - 1, sg = sigmoid(a'), a' = 2 a_g)
+        torch.addcmul(sg, sg, sg, value=-1, out=tmp).mul_(dc)
+        torch.mul(i, tmp, out=da_g).mul_(2)
+        dc.mul_(f)
+        d_w.addmm_(da.t(), xh[t])
+        da_sum.add_(da)
+        torch.mm(da, w, out=dxh)  # [dx_t, dh_{t-1}]
+        if dx is not None:
+            dx[t] = dxh[:, :f_in]
+    dh0.copy_(dh)
+    dc0.copy_(dc)
+    return d_w, da_sum.sum(0)
