@@ -238,7 +238,7 @@ class _LSTMLoop(torch.autograd.Function):
             )  # fmt: skip
 
         parts = _in_parallel(lanes, ctx.ranges)
-        d_w, d_b = parts[0]
+        d_w, d_b = parts[0][0].contiguous(), parts[0][1]
         for dw_j, db_j in parts[1:]:
             d_w.add_(dw_j)
             d_b.add_(db_j)
@@ -273,18 +273,21 @@ def _backward_lanes(
     steps, h = steps1 - 1, cs.shape[2]
     f_in = fh - h
     w_t = w.t()
+    # dh_{t-1} = da W_hh and dx_t = da W_ih as two products: a [B, 4H] x [4H, H] GEMM runs
+    # ~20% faster than one to [B, F + H] columns here (H = 64 against 65), and dx is often
+    # not wanted (data input); dW is summed transposed, [F + H, 4H] (also ~20% faster)
+    w_hh, w_ih = w[:, f_in:].contiguous(), w[:, :f_in].contiguous()
     gates = xh.new_empty(batch, 4 * h)
     i, f, sg, o = (gates[:, k * h : (k + 1) * h] for k in range(4))
     da = xh.new_empty(batch, 4 * h)
     da_i, da_f, da_g, da_o = (da[:, k * h : (k + 1) * h] for k in range(4))
-    dxh = xh.new_empty(batch, fh)
-    dh = dxh[:, f_in:]
+    dh = xh.new_empty(batch, h)
     if d_hn is None:
         dh.zero_()
     else:
         dh.copy_(d_hn)
     dc = torch.zeros_like(cs[0]) if d_cn is None else d_cn.clone()
-    d_w = torch.zeros_like(w)
+    d_wt = xh.new_zeros(fh, 4 * h)
     da_sum = torch.zeros_like(da)
     tc, tmp = xh.new_empty(batch, h), xh.new_empty(batch, h)
     for t in range(steps - 1, -1, -1):
@@ -308,11 +311,11 @@ def _backward_lanes(
         torch.addcmul(sg, sg, sg, value=-1, out=tmp).mul_(dc)
         torch.mul(i, tmp, out=da_g).mul_(2)
         dc.mul_(f)
-        d_w.addmm_(da.t(), xh[t])
+        d_wt.addmm_(xh[t].t(), da)
         da_sum.add_(da)
-        torch.mm(da, w, out=dxh)  # [dx_t, dh_{t-1}]
         if dx is not None:
-            dx[t] = dxh[:, :f_in]
+            torch.mm(da, w_ih, out=dx[t])
+        torch.mm(da, w_hh, out=dh)  # dh_{t-1}
     dh0.copy_(dh)
     dc0.copy_(dc)
-    return d_w, da_sum.sum(0)
+    return d_wt.t(), da_sum.sum(0)
