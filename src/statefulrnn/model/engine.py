@@ -187,9 +187,13 @@ def _g_scale(h: int, like: Tensor) -> Tensor:
     return scale
 
 
-def _tanh(z: Tensor, out: Tensor) -> Tensor:
-    """tanh(z) into `out` as 2 sigmoid(2z) - 1 (several times faster than torch.tanh here)."""
-    return torch.mul(z, 2, out=out).sigmoid_().mul_(2).sub_(1)
+def _tanh(z: Tensor, out: Tensor, one: Tensor) -> Tensor:
+    """tanh(z) into `out` as 2 sigmoid(2z) - 1 (several times faster than torch.tanh here).
+
+    No Python numbers in the per-step calls: a number becomes a tensor (and a dtype copy) on
+    every call, ~1.7 us each here; 2z is z + z, and `one` is a 0-dim tensor made once."""
+    torch.add(z, z, out=out).sigmoid_()
+    return out.add_(out).sub_(one)
 
 
 class _LSTMLoop(torch.autograd.Function):
@@ -256,11 +260,14 @@ def _forward_lanes(xh: Tensor, cs: Tensor, w: Tensor, b: Tensor) -> None:
     g_val, tc = xh.new_empty(batch, h), xh.new_empty(batch, h)
     i, f, sg, o = (gates[:, k * h : (k + 1) * h] for k in range(4))
     w_t = w.t()
+    one = xh.new_ones(())
+    # every step's views made at once (one call, not one select per use)
+    xh_t, h_t, c_t = xh.unbind(0), xh[:, :, f_in:].unbind(0), cs.unbind(0)
     for t in range(steps):
-        torch.addmm(b, xh[t], w_t, out=gates).sigmoid_()
-        torch.mul(sg, 2, out=g_val).sub_(1)  # tanh of the g gate
-        torch.mul(f, cs[t], out=cs[t + 1]).addcmul_(i, g_val)
-        torch.mul(o, _tanh(cs[t + 1], tc), out=xh[t + 1, :, f_in:])
+        torch.addmm(b, xh_t[t], w_t, out=gates).sigmoid_()
+        torch.add(sg, sg, out=g_val).sub_(one)  # tanh of the g gate
+        torch.mul(f, c_t[t], out=c_t[t + 1]).addcmul_(i, g_val)
+        torch.mul(o, _tanh(c_t[t + 1], tc, one), out=h_t[t + 1])
 
 
 @torch.no_grad()
@@ -290,11 +297,15 @@ def _backward_lanes(
     d_wt = xh.new_zeros(fh, 4 * h)
     da_sum = torch.zeros_like(da)
     tc, tmp = xh.new_empty(batch, h), xh.new_empty(batch, h)
+    one = xh.new_ones(())
+    xh_t, c_t = xh.unbind(0), cs.unbind(0)
+    d_out_t = None if d_out is None else d_out.unbind(0)
+    dx_t = None if dx is None else dx.unbind(0)
     for t in range(steps - 1, -1, -1):
-        torch.addmm(b, xh[t], w_t, out=gates).sigmoid_()  # the step's gates, recomputed
-        _tanh(cs[t + 1], tc)
-        if d_out is not None:
-            dh.add_(d_out[t])
+        torch.addmm(b, xh_t[t], w_t, out=gates).sigmoid_()  # the step's gates, recomputed
+        _tanh(c_t[t + 1], tc, one)
+        if d_out_t is not None:
+            dh.add_(d_out_t[t])
         # da_o = dh tanh(c) o (1 - o)
         torch.addcmul(o, o, o, value=-1, out=tmp)
         torch.mul(dh, tc, out=da_o).mul_(tmp)
@@ -303,18 +314,19 @@ def _backward_lanes(
         dc.addcmul_(dh, tmp)
         # da_i = dc g i (1 - i), g = 2 sg - 1
         torch.addcmul(i, i, i, value=-1, out=tmp).mul_(dc)
-        torch.mul(sg, 2, out=da_i).sub_(1).mul_(tmp)
+        torch.add(sg, sg, out=da_i).sub_(one).mul_(tmp)
         # da_f = dc c_{t-1} f (1 - f)
         torch.addcmul(f, f, f, value=-1, out=tmp).mul_(dc)
-        torch.mul(cs[t], tmp, out=da_f)
+        torch.mul(c_t[t], tmp, out=da_f)
         # da_g' = 2 dc i sg (1 - sg)   (g = 2 sg - 1, sg = sigmoid(a'), a' = 2 a_g)
         torch.addcmul(sg, sg, sg, value=-1, out=tmp).mul_(dc)
-        torch.mul(i, tmp, out=da_g).mul_(2)
+        torch.mul(i, tmp, out=da_g)
+        da_g.add_(da_g)
         dc.mul_(f)
-        d_wt.addmm_(xh[t].t(), da)
+        d_wt.addmm_(xh_t[t].t(), da)
         da_sum.add_(da)
-        if dx is not None:
-            torch.mm(da, w_ih, out=dx[t])
+        if dx_t is not None:
+            torch.mm(da, w_ih, out=dx_t[t])
         torch.mm(da, w_hh, out=dh)  # dh_{t-1}
     dh0.copy_(dh)
     dc0.copy_(dc)
