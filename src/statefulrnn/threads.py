@@ -7,6 +7,15 @@ otherwise; on other devices nothing is changed. An integer uses that many thread
 caller's setting is restored afterwards. The decision is made once per call from the shapes,
 never from the machine's load, so the same call gives the same numbers on a busy machine.
 
+Threads of a second kind, lane workers (`workers()`): where the CPU loop engine trains a chunk
+(model/engine.py), it cuts the chunk's lanes into groups and steps each group in its own
+thread, each thread at one intra-op thread. `threads=None`: one group per CPU this process
+may use (`cpus()`), fewer when a group would be narrow (engine.MIN_GROUP_WIDTH);
+`threads=n`: at most n groups; `threads=1`: one group, no second thread. Unlike OpenMP's
+threads, which meet at every op of every step (a few hundred times per step), the groups
+meet twice per chunk (end of forward, end of backward): a group whose core is taken by
+another process is slowed alone, and a waiting group sleeps; it does not spin.
+
 Why (2-core AMD EPYC, torch 2.13 CPU; seed-000 shape: LSTM(64), 400 lanes, chunks of 500
 steps, forward + backward of one chunk, interleaved repeats, medians, machine shared with other
 work, load average beside each figure):
