@@ -3,6 +3,10 @@ reference (float64, 1e-10, gradients included), and the chooser picks what it sa
 
 from __future__ import annotations
 
+import os
+import signal
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -206,3 +210,27 @@ def test_chooser_keeps_the_fused_module_off_the_cpu():
 def test_chooser_picks_cudnn_on_cuda():
     big = torch.nn.LSTM(1, 64, batch_first=True).cuda()
     assert engine.choose(big, torch.zeros(400, 500, 1, device="cuda")) == "fused"
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_lane_groups_work_in_a_forked_child_after_the_parent_used_them():
+    """A forked child inherits the parent's thread pool without its threads: it makes its own."""
+    layer = torch.nn.LSTM(1, 8, batch_first=True)
+    x = torch.randn(6, 5, 1)
+    want = engine.lstm_loop(layer, x, None, groups=2)[0].detach()  # the parent's pool exists
+    pid = os.fork()
+    if pid == 0:  # the child: exit 0 only if the split runs and agrees
+        ok = False
+        try:
+            got = engine.lstm_loop(layer, x, None, groups=2)[0].detach()
+            ok = bool((got - want).abs().max() < 1e-6)
+        finally:
+            os._exit(0 if ok else 1)
+    deadline = time.monotonic() + 60  # a child stuck on the parent's dead pool would hang
+    while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if done[0] == 0:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child's lane groups did not finish in 60 s")
+    assert os.WIFEXITED(done[1]) and os.WEXITSTATUS(done[1]) == 0

@@ -148,7 +148,7 @@ def _split(batch: int, k: int) -> list[tuple[int, int]]:
     return list(zip(bounds[:-1], bounds[1:]))
 
 
-_POOLS: dict[int, ThreadPoolExecutor] = {}
+_POOLS: dict[tuple[int, int], ThreadPoolExecutor] = {}  # (process id, threads): its pool
 _POOL_LOCK = threading.Lock()
 
 
@@ -160,11 +160,12 @@ def _in_parallel(fn, ranges: list[tuple[int, int]]) -> list:
     The groups meet only when all are done (twice per chunk: forward and backward)."""
     if len(ranges) == 1:
         return [fn(*ranges[0])]
+    key = (os.getpid(), len(ranges) - 1)  # a forked child has the pool but not its threads
     with _POOL_LOCK:
-        pool = _POOLS.get(len(ranges) - 1)
+        pool = _POOLS.get(key)
         if pool is None:
-            pool = ThreadPoolExecutor(len(ranges) - 1, thread_name_prefix="statefulrnn-lanes")
-            _POOLS[len(ranges) - 1] = pool
+            pool = ThreadPoolExecutor(key[1], thread_name_prefix="statefulrnn-lanes")
+            _POOLS[key] = pool
     before = torch.get_num_threads()
 
     def one_thread(lo: int, hi: int):
