@@ -111,8 +111,26 @@ def assert_close(got: list[np.ndarray], want: list[np.ndarray], tol: float = TOL
 MODELS = {(c, n): make_model(c, n, seed=n) for c in CELLS for n in (1, 2)}
 
 
-# the kernel a call takes, forced whatever the batch size: (NUMPY_MAX_ROWS, SIGMOID_TANH_MIN)
-PATHS = {"numpy": (10**9, 10**9), "torch": (0, 10**9), "torch-sigmoid-tanh": (0, 0)}
+# the kernel a call takes, forced whatever the batch size:
+# (NUMPY_MAX_ROWS, SIGMOID_TANH_MIN, BLOCK_ROWS); "blocks": calls of 2+ streams go in blocks of
+# one row, shared out to two worker threads (threads=2)
+BIG = 10**9
+PATHS = {
+    "numpy": (BIG, BIG, BIG),
+    "torch": (0, BIG, BIG),
+    "torch-sigmoid-tanh": (0, 0, BIG),
+    "blocks": (0, 0, 1),
+}
+
+
+def forced(path: str, block: int = 1):
+    """Patches that make every call take `path`'s kernel ("blocks": of `block` rows)."""
+    rows, tanh_min, block_rows = PATHS.get(path, (0, 0, BIG))
+    return (
+        mock.patch.object(fused, "NUMPY_MAX_ROWS", rows),
+        mock.patch.object(fused, "SIGMOID_TANH_MIN", tanh_min),
+        mock.patch.object(fused, "BLOCK_ROWS", block if block_rows == 1 else block_rows),
+    )
 
 
 @pytest.mark.parametrize("cell", CELLS)
@@ -124,12 +142,10 @@ def test_any_interleaving_and_split_equals_stateful_prediction(cell, data):
     lengths = data.draw(st.lists(st.integers(1, 9), min_size=1, max_size=5), label="lengths")
     model = MODELS[(cell, layers)]
     xs = make_xs(lengths, seed=len(lengths))
-    rows, tanh_min = PATHS.get(path, (0, 0))
-    with (
-        mock.patch.object(fused, "NUMPY_MAX_ROWS", rows),
-        mock.patch.object(fused, "SIGMOID_TANH_MIN", tanh_min),
-    ):
-        feed = Feeder(sr.StreamPool(model, fused=path != "forward"), xs)
+    a, b, c = forced(path)
+    with a, b, c:
+        threads = 2 if path == "blocks" else None
+        feed = Feeder(sr.StreamPool(model, fused=path != "forward", threads=threads), xs)
         while any(feed.left(i) for i in range(len(xs))):
             open_ = [i for i in range(len(xs)) if feed.left(i)]
             streams = data.draw(st.lists(st.sampled_from(open_), min_size=1, unique=True))
@@ -147,15 +163,55 @@ def test_fused_kernels_equal_forward_at_every_batch_size(cell, layers, dtype):
     model = make_model(cell, layers, hidden=hidden, dtype=dtype)
     big = SIGMOID_TANH_MIN // hidden + 3
     tol = TOL32 if dtype == torch.float32 else TOL64
-    for batch in (1, NUMPY_MAX_ROWS, NUMPY_MAX_ROWS + 1, big):
+    blocks = 2 * fused.BLOCK_ROWS + 5  # split in blocks, the last one short, on two threads
+    for batch in (1, NUMPY_MAX_ROWS, NUMPY_MAX_ROWS + 1, big, blocks):
         xs = make_xs([7] * batch, seed=batch)
-        pool = sr.StreamPool(model)
+        pool = sr.StreamPool(model, threads=2 if batch == blocks else None)
         assert isinstance(pool._kernel, FusedKernel)
         feed = Feeder(pool, xs)
         feed.call(list(range(batch)), 1)
         feed.call(list(range(batch)), 4)
         feed.round_robin(2)
         assert_close(feed.outputs(), [whole(model, x) for x in xs], tol)
+
+
+@pytest.mark.parametrize("cell", FAST)
+@PER_CELL
+@given(data=st.data())
+def test_streams_added_dropped_and_reset_between_calls_keep_their_own_state(cell, data):
+    """The same long id list again and again (its rows remembered), with streams added,
+    dropped and reset between calls, in blocks of uneven size on two threads or not: each
+    stream's outputs are one forward over what it was fed since it (re)started, float64."""
+    model = make_model(cell, data.draw(st.sampled_from([1, 2]), label="layers"),
+                       dtype=torch.float64)  # fmt: skip
+    path = data.draw(st.sampled_from(["numpy", "torch", "blocks"]), label="path")
+    block = data.draw(st.integers(1, 4), label="block rows")
+    rng = np.random.default_rng(data.draw(st.integers(0, 99), label="seed"))
+    a, b, c = forced(path, block)
+    with a, b, c, mock.patch("statefulrnn.streams.pool.MEMO_MIN", 2):
+        pool = sr.StreamPool(model, threads=2 if path == "blocks" else None)
+        fed: dict[str, list[np.ndarray]] = {f"s{i}": [] for i in range(6)}
+        ids, made = list(fed), 6
+        for _ in range(data.draw(st.integers(2, 8), label="calls")):
+            what = data.draw(st.sampled_from(["same", "add", "drop", "reset"]))
+            if what == "add":
+                ids.append(f"s{made}")
+                fed[ids[-1]] = []
+                made += 1
+            elif what in ("drop", "reset") and len(ids) > 1:
+                sid = ids[data.draw(st.integers(0, len(ids) - 1))]
+                if sid in pool:
+                    getattr(pool, what)(sid)
+                fed[sid] = []
+                if what == "drop":
+                    ids.remove(sid)
+            k = data.draw(st.integers(1, 3))
+            x = rng.normal(size=(len(ids), k, F))
+            y = pool.step(ids, x)
+            for sid, xi, yi in zip(ids, x, y):
+                fed[sid].append(xi)
+                want = whole(model, np.concatenate(fed[sid]))[-k:]
+                np.testing.assert_allclose(yi, want, rtol=0, atol=1e-10)
 
 
 class Subclassed(sr.StatefulRNN):

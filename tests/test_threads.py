@@ -15,6 +15,7 @@ from conftest import PoisonAfter
 import statefulrnn as sr
 from statefulrnn import threads
 from statefulrnn.cli import main as cli_main
+from statefulrnn.streams.fused import NUMPY_MAX_ROWS
 
 fit_module = importlib.import_module("statefulrnn.train.fit")  # the module, not sr.fit
 
@@ -110,9 +111,11 @@ def test_stream_pool_steps_on_the_policys_threads(two_threads):
         return real(*args)
 
     pool._kernel.step = spy
-    pool.step(["a"], np.zeros((1, 1, 1), np.float32))
+    ids = [f"s{i}" for i in range(NUMPY_MAX_ROWS + 1)]  # a torch step (a few rows: numpy's)
+    x = np.zeros((len(ids), 1, 1), np.float32)
+    pool.step(ids, x)
     pool.threads = 2
-    pool.step(["a"], np.zeros((1, 1, 1), np.float32))
+    pool.step(ids, x)
     assert seen == [1, 2] and torch.get_num_threads() == 2
 
 

@@ -22,9 +22,25 @@ Three ways to run it, by batch size; each has its own pre-scaled copy of the wei
 - a middling batch: torch, exact sigmoid and tanh;
 - B * H >= SIGMOID_TANH_MIN: torch, tanh(a) = 2 sigmoid(2a) - 1, because tanh is ~10x slower
   than sigmoid on the CPUs we measured, and three cheap passes beat one slow one.
+
+A large call on the CPU (at least 2 * BLOCK_ROWS rows) runs in blocks of BLOCK_ROWS rows, each
+gathered, stepped and scattered on its own: a block's gates (BLOCK_ROWS x 4H numbers) stay in
+the core's cache between the GEMM and the elementwise passes, where the whole batch's would go
+to memory and back for every pass. With `workers` > 1 the blocks are shared out to that many
+threads, each taking the next block when it is done with one, every torch call on one intra-op
+thread (torch releases the GIL inside its calls, and rows of distinct streams never overlap):
+
+    # 10,000 streams, BLOCK_ROWS 512, workers 2: blocks 0..19, next free block to whoever asks
+    #   thread 0: | b0 | b2 | b3 | b5 | ...       (a core shared with another process simply
+    #   thread 1: | b1 |    b4    | b6 | ...        takes fewer blocks: no thread waits on it)
 """
 
 from __future__ import annotations
+
+import itertools
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -35,7 +51,8 @@ from statefulrnn.streams.layout import Layout
 
 NUMPY_MAX_ROWS = 16  # CPU calls with at most this many streams run in numpy
 SIGMOID_TANH_MIN = 2048  # B * H from which torch computes tanh through sigmoid
-WORKSPACES = 8  # work buffers kept, by batch size (the latest used)
+BLOCK_ROWS = 512  # a large CPU call runs in blocks of this many rows (see the module doc)
+WORKSPACES = 16  # work buffers kept, by batch size and thread (the latest used)
 # the cells with a step here (registry: fast_stream=True) -> gate columns per hidden unit
 GATES = {"lstm": 4, "gru": 4, "rnn": 1}  # (GRU: r, z, n_x, n_h)
 
@@ -102,6 +119,7 @@ class FusedKernel:
         self.num_layers = model.num_layers
         self._params = list(model.parameters())
         self._key: list[tuple[int, int]] | None = None
+        self._workspace_lock = threading.Lock()
         self._refresh()
 
     # ------------------------------------------------------------- weights
@@ -140,13 +158,14 @@ class FusedKernel:
                     self.weights[name].append((ws.t().contiguous(), bs.contiguous()))
             self.head_w = head.weight.detach().t().contiguous()
             self.head_b = head.bias.detach().clone() if head.bias is not None else None
+        self.np_dtype = np.dtype(str(self.dtype).replace("torch.", "")) if self.numpy_ok else None
         if self.numpy_ok:
             self.np_weights = [(w.numpy(), b.numpy()) for w, b in self.weights["half"]]
             self.np_head = (
                 self.head_w.numpy(),
                 None if self.head_b is None else self.head_b.numpy(),
             )
-        self._workspaces: dict[int, _Workspace] = {}
+        self._workspaces: dict[tuple[int, bool, int], _Workspace] = {}
         self._key = key
 
     def _fuse(self, layer: nn.Module):
@@ -176,31 +195,84 @@ class FusedKernel:
             return w, b, slice(0, 2 * h), slice(2 * h, 4 * h)
         return torch.cat([w_ih, w_hh], dim=1), b_ih + b_hh, None, slice(0, h)
 
-    def _workspace(self, batch: int, numpy: bool) -> _Workspace:
-        ws = self._workspaces.pop(batch, None)
+    def _workspace(self, batch: int, numpy: bool, lane: int = 0) -> _Workspace:
+        """The work buffers for `batch` rows of worker thread `lane` (each thread its own)."""
+        key = (batch, numpy, lane)
+        with self._workspace_lock:  # worker threads share the cache
+            ws = self._workspaces.pop(key, None)
         if ws is None:
             ws = _Workspace(self, batch, numpy)
+        with self._workspace_lock:
             while len(self._workspaces) >= WORKSPACES:
                 self._workspaces.pop(next(iter(self._workspaces)))
-        self._workspaces[batch] = ws  # the most recent last
+            self._workspaces[key] = ws  # the most recent last
         return ws
 
     # ------------------------------------------------------------- steps
-    def step(self, slab: Tensor, idx: Tensor, x: Tensor) -> Tensor:
+    def takes_numpy(self, batch: int, x: np.ndarray) -> bool:
+        """Whether a call of `batch` streams with this numpy x runs on the numpy path."""
+        return self.numpy_ok and batch <= NUMPY_MAX_ROWS and x.dtype == self.np_dtype
+
+    def splits(self, batch: int) -> bool:
+        """Whether a call of `batch` streams runs in blocks (and may use worker threads)."""
+        return (
+            self.device.type == "cpu"
+            and batch >= 2 * BLOCK_ROWS
+            and not (self.numpy_ok and batch <= NUMPY_MAX_ROWS)
+        )
+
+    def step(self, slab: Tensor, idx: Tensor, x: Tensor, workers: int = 1) -> Tensor:
         """Advance the streams in rows `idx` of `slab` by x [B, k, F]; return y [B, k, O].
-        Call `target()` first: it refreshes the weights."""
+        Call `target()` first: it refreshes the weights. `workers`: threads for a call that
+        `splits` (each runs its torch calls on one intra-op thread); ignored otherwise."""
         batch = x.shape[0]
         if self.numpy_ok and batch <= NUMPY_MAX_ROWS:
-            ws = self._workspace(batch, numpy=True)
-            slab_np, idx_np = slab.numpy(), idx.numpy()
-            ws.state[...] = slab_np[idx_np]  # gather
-            y_np = self._run_numpy(ws, x.numpy())
-            slab_np[idx_np] = ws.state  # scatter
-            return torch.from_numpy(y_np)
+            return torch.from_numpy(self.step_numpy(slab.numpy(), idx.numpy(), x.numpy()))
+        if self.splits(batch):
+            return self._step_blocks(slab, idx, x, workers)
         ws = self._workspace(batch, numpy=False)
         torch.index_select(slab, 0, idx, out=ws.state_t)  # gather
         y = self._run_torch(ws, x)
         scatter(slab, idx, ws.state_t)
+        return y
+
+    def step_numpy(self, slab: np.ndarray, slots: np.ndarray, x: np.ndarray) -> np.ndarray:
+        """`step` for a few rows on the CPU, numpy in and out: slab [N, D], slots [B], x [B, k, F]
+        (any float array; it is copied in) -> y [B, k, O]."""
+        ws = self._workspace(x.shape[0], numpy=True)
+        ws.state[...] = slab[slots]  # gather
+        y = self._run_numpy(ws, x)
+        slab[slots] = ws.state  # scatter
+        return y
+
+    def _step_blocks(self, slab: Tensor, idx: Tensor, x: Tensor, workers: int) -> Tensor:
+        batch, k = x.shape[0], x.shape[1]
+        y = torch.empty(batch, k, self.head_w.shape[1], device=self.device, dtype=self.dtype)
+        starts = range(0, batch, BLOCK_ROWS)
+        taken = itertools.count()  # next(): one block to one thread (atomic under the GIL)
+
+        def work(lane: int) -> None:
+            if lane and torch.get_num_threads() != 1:
+                torch.set_num_threads(1)  # this worker thread's own setting, once
+            while (n := next(taken)) < len(starts):
+                lo = starts[n]
+                hi = min(lo + BLOCK_ROWS, batch)
+                ws = self._workspace(hi - lo, numpy=False, lane=lane)
+                rows = idx[lo:hi]
+                torch.index_select(slab, 0, rows, out=ws.state_t)  # gather
+                y[lo:hi] = self._run_torch(ws, x[lo:hi])
+                scatter(slab, rows, ws.state_t)
+
+        helpers = min(workers, len(starts)) - 1
+        if helpers <= 0:
+            work(0)
+            return y
+        done = [_pool().submit(work, lane) for lane in range(1, helpers + 1)]
+        try:
+            work(0)
+        finally:
+            for future in done:
+                future.result()  # waits; re-raises a worker's error here
         return y
 
     def _run_torch(self, ws: _Workspace, x: Tensor) -> Tensor:
@@ -283,18 +355,21 @@ class FusedKernel:
         return np.ascontiguousarray(ys.transpose(1, 0, 2))
 
     @staticmethod
-    def _np_gates(ws: _Workspace, i: int, w: np.ndarray, b: np.ndarray) -> None:
+    def _np_gates(
+        ws: _Workspace, i: int, w: np.ndarray, b: np.ndarray, every: bool = False
+    ) -> None:
+        """Gate pre-activations, then sigmoid(a) as (1 + tanh(a/2)) / 2 on the sigmoid gates;
+        `every`: the tanh runs over every gate in one pass (LSTM: g's tanh is its own)."""
         g, s = ws.gates, ws.sig
         np.matmul(ws.inp[i], w, out=g)
         np.add(g, b, out=g)
-        np.tanh(s, out=s)  # tanh(a/2) of the sigmoid gates ...
+        np.tanh(g if every else s, out=g if every else s)  # tanh(a/2) of the sigmoid gates ...
         np.multiply(s, 0.5, out=s)
         np.add(s, 0.5, out=s)  # ... made sigmoid(a)
 
     def _np_lstm(self, ws: _Workspace, i: int, w: np.ndarray, b: np.ndarray) -> None:
         h, c, (ig, fg, og, gg) = ws.h[i], ws.c[i], ws.parts
-        self._np_gates(ws, i, w, b)
-        np.tanh(gg, out=gg)
+        self._np_gates(ws, i, w, b, every=True)  # gg = tanh(g) too
         np.multiply(c, fg, out=c)
         np.multiply(ig, gg, out=ws.tmp)
         np.add(c, ws.tmp, out=c)
@@ -315,3 +390,16 @@ class FusedKernel:
         np.matmul(ws.inp[i], w, out=ws.gates)
         np.add(ws.gates, b, out=ws.gates)
         np.tanh(ws.gates, out=ws.h[i])
+
+
+_executor: list[ThreadPoolExecutor] = []
+_executor_lock = threading.Lock()
+
+
+def _pool() -> ThreadPoolExecutor:
+    """The process's worker threads for blocked steps (made once, as many as the CPUs)."""
+    with _executor_lock:
+        if not _executor:
+            n = max(1, (os.cpu_count() or 2) - 1)
+            _executor.append(ThreadPoolExecutor(n, thread_name_prefix="statefulrnn-stream"))
+        return _executor[0]
