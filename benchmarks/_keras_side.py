@@ -96,6 +96,7 @@ WORKLOADS = {
     "per_step": per_step,
     "one_stream": streams(1, W.STREAM_CALLS),
     "many_streams": streams(W.MANY_STREAMS, W.MANY_CALLS),
+    "streams_10k": streams(W.HUGE_STREAMS, W.HUGE_CALLS),
 }
 
 

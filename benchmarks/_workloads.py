@@ -1,4 +1,4 @@
-"""The four workloads of issue 13, as numpy data and shapes (no torch, no Keras: both sides of
+"""The five workloads of issue 13, as numpy data and shapes (no torch, no Keras: both sides of
 benchmarks/bench_vs_keras.py import this, the Keras side from its own virtual environment)."""
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ PER_STEP_QUICK = dict(sequences=10, steps=20, hidden=10)
 STREAM_HIDDEN = 64
 STREAM_CALLS = 300  # calls timed per round (one stream)
 MANY_STREAMS, MANY_CALLS = 1000, 50
+HUGE_STREAMS, HUGE_CALLS = 10000, 20  # (e) 10,000 streams per call: >= 2M stream-steps/s wanted
 
 
 def lagged_product(n: int, t_len: int, d: int = 100, seed: int = 0):

@@ -42,9 +42,12 @@ def test_keras_benchmark_skips_keras_cleanly_and_writes_its_json(capsys, tmp_pat
     assert "Keras not found" in printed and "tensorflow-cpu keras" in printed
     saved = json.loads(out.read_text())
     assert saved["keras"] is None and result["keras"] is None
-    sides = saved["phases"]["busy"]["one_stream"]["median"]
-    assert set(sides) == {"statefulrnn", "bare_nn_lstmcell"}
+    one = saved["phases"]["busy"]["one_stream"]
+    sides = one["median"]
+    assert set(sides) == {"statefulrnn", "bare_nn_lstmcell", "bare_nn_lstmcell_1thread"}
     assert all(v > 0 for v in sides.values())
+    assert one["over_bare_best"] == sides["statefulrnn"] / sides[one["bare_best"]]
+    assert one["bare_best"] == min(("bare_nn_lstmcell", "bare_nn_lstmcell_1thread"), key=sides.get)
     assert torch.get_num_threads() == before
 
 
