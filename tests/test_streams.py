@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from unittest import mock
 
@@ -424,6 +426,42 @@ def test_threads_stepping_their_own_streams_get_the_same_numbers():
     assert not errors
     for g, feed in zip(groups, feeds):
         assert_close(feed.outputs(), [whole(model, xs[i]) for i in g])
+
+
+def test_blocked_steps_work_in_a_forked_child():
+    """Worker threads do not survive fork: the child makes its own and gets the same numbers."""
+    model = make_model("lstm", 1)
+    xs = make_xs([3] * 6, seed=4)
+    x = np.stack(xs)
+    a, b, c = forced("blocks", 2)
+    with a, b, c:
+        pool = sr.StreamPool(model, threads=2)
+        want = pool.step(list(range(6)), x)  # the parent's worker threads exist now
+        assert fused._executor
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: step a fresh pool, send the outputs, leave at once
+            try:
+                got = sr.StreamPool(model, threads=2).step(list(range(6)), x)
+                os.write(write, got.astype(np.float32).tobytes())
+            finally:
+                os._exit(0)
+        os.close(write)
+        data, deadline = b"", time.monotonic() + 60
+        while time.monotonic() < deadline and select.select([read], [], [], 1)[0]:
+            if not (chunk := os.read(read, 1 << 16)):
+                break
+            data += chunk
+        os.close(read)
+        done, status = os.waitpid(pid, os.WNOHANG)
+        while not done and time.monotonic() < deadline:
+            time.sleep(0.05)
+            done, status = os.waitpid(pid, os.WNOHANG)
+        if not done:  # hung: the test fails, the child does not outlive it
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+    assert done and status == 0, "the forked child hung or failed"
+    np.testing.assert_array_equal(np.frombuffer(data, np.float32).reshape(want.shape), want)
 
 
 # ----------------------------------------------------------------- ONNX

@@ -393,12 +393,21 @@ class FusedKernel:
 
 
 _executor: list[ThreadPoolExecutor] = []
-_executor_lock = threading.Lock()
+_executor_lock = [threading.Lock()]
+
+
+def _after_fork() -> None:
+    """A forked child has none of the parent's threads: it makes its own executor."""
+    _executor.clear()
+    _executor_lock[0] = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork)
 
 
 def _pool() -> ThreadPoolExecutor:
     """The process's worker threads for blocked steps (made once, as many as the CPUs)."""
-    with _executor_lock:
+    with _executor_lock[0]:
         if not _executor:
             n = max(1, (os.cpu_count() or 2) - 1)
             _executor.append(ThreadPoolExecutor(n, thread_name_prefix="statefulrnn-stream"))
