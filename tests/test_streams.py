@@ -165,15 +165,17 @@ def test_fused_kernels_equal_forward_at_every_batch_size(cell, layers, dtype):
     model = make_model(cell, layers, hidden=hidden, dtype=dtype)
     big = SIGMOID_TANH_MIN // hidden + 3
     tol = TOL32 if dtype == torch.float32 else TOL64
-    blocks = 2 * fused.BLOCK_ROWS + 5  # split in blocks, the last one short, on two threads
+    blocks = 2 * 64 + 5  # split in blocks of 64 rows, the last one short, on two threads
     for batch in (1, NUMPY_MAX_ROWS, NUMPY_MAX_ROWS + 1, big, blocks):
         xs = make_xs([7] * batch, seed=batch)
         pool = sr.StreamPool(model, threads=2 if batch == blocks else None)
         assert isinstance(pool._kernel, FusedKernel)
         feed = Feeder(pool, xs)
-        feed.call(list(range(batch)), 1)
-        feed.call(list(range(batch)), 4)
-        feed.round_robin(2)
+        with mock.patch.object(fused, "BLOCK_ROWS", 64 if batch == blocks else fused.BLOCK_ROWS):
+            assert pool._kernel.splits(batch) == (batch == blocks)
+            feed.call(list(range(batch)), 1)
+            feed.call(list(range(batch)), 4)
+            feed.round_robin(2)
         assert_close(feed.outputs(), [whole(model, x) for x in xs], tol)
 
 

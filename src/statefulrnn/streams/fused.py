@@ -30,7 +30,7 @@ to memory and back for every pass. With `workers` > 1 the blocks are shared out 
 threads, each taking the next block when it is done with one, every torch call on one intra-op
 thread (torch releases the GIL inside its calls, and rows of distinct streams never overlap):
 
-    # 10,000 streams, BLOCK_ROWS 512, workers 2: blocks 0..19, next free block to whoever asks
+    # 10,000 streams, BLOCK_ROWS 1024, workers 2: blocks 0..9, next free block to whoever asks
     #   thread 0: | b0 | b2 | b3 | b5 | ...       (a core shared with another process simply
     #   thread 1: | b1 |    b4    | b6 | ...        takes fewer blocks: no thread waits on it)
 """
@@ -51,7 +51,7 @@ from statefulrnn.streams.layout import Layout
 
 NUMPY_MAX_ROWS = 16  # CPU calls with at most this many streams run in numpy
 SIGMOID_TANH_MIN = 2048  # B * H from which torch computes tanh through sigmoid
-BLOCK_ROWS = 512  # a large CPU call runs in blocks of this many rows (see the module doc)
+BLOCK_ROWS = 1024  # a large CPU call runs in blocks of this many rows (see the module doc)
 WORKSPACES = 16  # work buffers kept, by batch size and thread (the latest used)
 # the cells with a step here (registry: fast_stream=True) -> gate columns per hidden unit
 GATES = {"lstm": 4, "gru": 4, "rnn": 1}  # (GRU: r, z, n_x, n_h)
