@@ -28,8 +28,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import statefulrnn as sr
+from statefulrnn.bundle import ModelBundle
 from statefulrnn.cli import main
 from statefulrnn.cli.stream import answer
+from statefulrnn.data.scaling import Scaling, Standardizer
 from statefulrnn.model import cells
 from statefulrnn.streams import fused
 from statefulrnn.streams.fused import NUMPY_MAX_ROWS, SIGMOID_TANH_MIN, FusedKernel
@@ -216,6 +218,24 @@ def test_streams_added_dropped_and_reset_between_calls_keep_their_own_state(cell
                 fed[sid].append(xi)
                 want = whole(model, np.concatenate(fed[sid]))[-k:]
                 np.testing.assert_allclose(yi, want, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("link", ["mse", "bce"])
+def test_numpy_path_equals_the_tensor_path_for_any_float_input_through_a_bundle(link):
+    """A few streams, numpy in: cast, checked, scaled, stepped and unscaled in numpy; the same
+    numbers as the same call with a tensor (torch's cast and scaling), float64 x included."""
+    model = make_model()
+    rng = np.random.default_rng(3)
+    scale = Standardizer(rng.normal(size=F) * 5, rng.uniform(0.5, 2, size=F))
+    out = Standardizer(rng.normal(size=OUT), rng.uniform(0.5, 2, size=OUT))
+    bundle = ModelBundle(model, Scaling(scale, out if link == "mse" else None), loss=link)
+    lean, tensor = sr.StreamPool(bundle), sr.StreamPool(bundle)
+    ids = ["a", "b", "c"]
+    for k in (1, 3):
+        x = rng.normal(size=(3, k, F)) * 7  # float64
+        y = lean.step(ids, x)
+        assert isinstance(y, np.ndarray) and y.dtype == np.float32
+        np.testing.assert_array_equal(y, tensor.step(ids, torch.from_numpy(x)).numpy())
 
 
 class Subclassed(sr.StatefulRNN):

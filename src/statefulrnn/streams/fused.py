@@ -210,8 +210,9 @@ class FusedKernel:
 
     # ------------------------------------------------------------- steps
     def takes_numpy(self, batch: int, x: np.ndarray) -> bool:
-        """Whether a call of `batch` streams with this numpy x runs on the numpy path."""
-        return self.numpy_ok and batch <= NUMPY_MAX_ROWS and x.dtype == self.np_dtype
+        """Whether a call of `batch` streams with this numpy x (floats of any width: the
+        caller casts them to `np_dtype`) runs on the numpy path."""
+        return self.numpy_ok and batch <= NUMPY_MAX_ROWS and x.dtype.kind == "f"
 
     def splits(self, batch: int) -> bool:
         """Whether a call of `batch` streams runs in blocks (and may use worker threads)."""
