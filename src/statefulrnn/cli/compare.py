@@ -23,14 +23,14 @@ Writes results.json, report.html (self-contained) and PNG plots to --out
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser(
+    p = o.add_command(
+        sub,
         "compare",
         help="train a seed task stateful and stateless, compare both prediction modes",
         description="Run the configurations a seed experiment compares (the seed's stateless recipe, its "
         "stateful recipe, and statefulrnn's recommended one), evaluate each with stateful and "
         "windowed prediction, check the seed's claims, and write a report.",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("task", nargs="?", help="task name (see `statefulrnn tasks`)")
     p.add_argument("--all", action="store_true", help="run every built-in task")

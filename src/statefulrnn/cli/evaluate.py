@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 from statefulrnn import records
@@ -35,12 +34,12 @@ DEFAULTS = {"season": ()}
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser(
+    p = o.add_command(
+        subparsers,
         "evaluate",
         help="score a trained model on a file, stateful vs windowed",
         description=DESCRIPTION,
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     o.add_model_and_data(p)
     o.add_window(p)

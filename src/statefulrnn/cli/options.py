@@ -10,6 +10,7 @@ be TOML arrays or comma-separated strings. An unknown key is an error that names
 
 from __future__ import annotations
 
+import argparse
 import difflib
 import os
 import sys
@@ -230,6 +231,17 @@ def fail(command: str, err: BaseException) -> int:
     """Print a library error as one clear line (no traceback); return its exit status
     (2: a usage error, 1: a failure; cli/errors.py)."""
     return errors.report(command, err)
+
+
+def add_command(subparsers, name: str, help: str, description: str, epilog: str):
+    """The subcommand's parser: its one-line help, and its description and examples as written."""
+    return subparsers.add_parser(
+        name,
+        help=help,
+        description=description,
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
 
 
 def add_config(parser) -> None:

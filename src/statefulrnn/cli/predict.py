@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 from statefulrnn.cli import options as o
@@ -39,12 +38,12 @@ DEFAULTS: dict = {}  # mode, window, burn-in: the model's own (its training sett
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser(
+    p = o.add_command(
+        subparsers,
         "predict",
         help="predict a CSV or Parquet file with a trained model",
         description=DESCRIPTION,
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     o.add_model_and_data(p)
     p.add_argument(

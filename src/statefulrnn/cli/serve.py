@@ -5,9 +5,10 @@ Thin: options -> StreamPool + state store -> StreamService -> streams/http.py's 
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
+
+from statefulrnn.cli import options as o
 
 DESCRIPTION = """\
 Serve a model's streams over HTTP and WebSocket, in your units (x scaled as in training, y
@@ -33,12 +34,12 @@ examples:
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser(
+    p = o.add_command(
+        subparsers,
         "serve",
         help="serve streams over HTTP/WebSocket with micro-batching and durable state",
         description=DESCRIPTION,
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("model", metavar="MODEL_DIR", help="a saved model folder (model.json inside)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")

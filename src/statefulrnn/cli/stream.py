@@ -9,7 +9,6 @@ before its answers are written, so a kill -9 loses no answered line.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
@@ -63,12 +62,12 @@ examples:
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser(
+    p = o.add_command(
+        subparsers,
         "stream",
         help="serve streams step by step from JSON or CSV lines, keeping each stream's state",
         description=DESCRIPTION,
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("model", metavar="MODEL_DIR", help="a saved model folder (model.json inside)")
     p.add_argument("--input", metavar="FILE", help="read lines from FILE (default: stdin)")

@@ -52,12 +52,12 @@ SWEPT_FROM_CONFIG = ("val", "epochs", "patience", "clip")  # train options that 
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser(
+    p = o.add_command(
+        sub,
         "sweep",
         help="search window, state mode and model size with Optuna (resumable, distributed)",
         description=DESCRIPTION,
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("target", nargs="?", metavar="TASK|DATA", help="task name or CSV/Parquet file")
     p.add_argument("--trials", type=int, required=True, metavar="N", help="trials in all workers")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import fields
 
 from statefulrnn.cli import distributed
@@ -59,12 +58,12 @@ summary.json.
 
 def add_parser(subparsers) -> None:
     d = defaults()
-    p = subparsers.add_parser(
+    p = o.add_command(
+        subparsers,
         "train",
         help="train a model from a CSV or Parquet file",
         description=DESCRIPTION,
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("data", nargs="?", metavar="DATA", help="CSV (.csv, .tsv) or Parquet file")
     o.add_config(p)
