@@ -1,30 +1,33 @@
 """Load generator for `statefulrnn serve`: throughput and latency on loopback, LSTM(64), 1 in, 1 out.
 
-    .venv/bin/python benchmarks/bench_serve.py [--seconds 5] [--streams 1000] [--quick]
+    .venv/bin/python benchmarks/bench_serve.py [--seconds 5] [--streams 1000] [--clients 2]
+        [--quick] [--no-redis] [--out benchmarks/results/serve.json]
 
 Starts `statefulrnn serve` (a real uvicorn process) with the embedded store (SQLite, FULL
 sync) and, if redis-server is installed, with a Redis store (a redis-server of its own, no
-persistence); for each it measures, bounded by --seconds and --max-requests per load:
+persistence); for each it runs these closed loads, each measured over --seconds after a
+1 s warm-up, by --clients client processes (benchmarks/serve_client.py: asyncio protocols on
+uvloop, every request's bytes built once, so that the client's CPU does not decide the result):
 
-- batch: `POST /v1/step` carrying N streams, one step each (N stream-steps per request), 4
-  clients at once: stream-steps/s and request latency p50/p99;
-- per-stream WebSocket: N streams, each with one step in flight at a time, multiplexed over
-  8 WebSocket connections (one message = one step of one stream): stream-steps/s and
-  per-step latency p50/p99;
-- per-stream HTTP: N concurrent clients, each `POST /v1/streams/{id}/step` one step at a
-  time (one request = one step): stream-steps/s and p50/p99;
-- single: one stream, one request at a time: latency p50.
+- per_stream_http: N streams, one keep-alive connection each, `POST /v1/streams/{id}/step`
+  with one step, the next sent when the answer arrives (one request = one stream-step);
+- per_stream_websocket: N streams over 8 WebSockets, one message = one step of one stream,
+  each stream with one step in flight;
+- many_websocket: N streams, one WebSocket per client process, one message = one step of each
+  of its N/clients streams ({"steps": [...]}, answered by one {"results": [...]});
+- many_http: the same as `POST /v1/step` bodies;
+- single_stream_http: one stream, one request at a time (latency).
 
-and, in this process, `StreamPool.step` on the same load (N streams, one step per call), for
-the ratio that shows what HTTP, JSON and durability cost. The load generator runs on the same
-2 cores as the server; the load average is recorded beside the numbers.
-Writes benchmarks/results/serve.json.
+For each: stream-steps/s, latency p50/p99 (ms, per request/message), the server's and the
+clients' CPU microseconds per stream-step over the window (from /proc and process_time: the
+figures the machine's load inflates least), and the load average. In this process,
+`StreamPool.step` and `StreamService.step` (SQLite) on the same N streams, for the ratio that
+shows what HTTP, JSON and durability cost. Writes --out (JSON).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import shutil
@@ -42,8 +45,10 @@ import torch
 import statefulrnn as sr
 
 HIDDEN = 64
-RESULTS = Path(__file__).parent / "results" / "serve.json"
+HERE = Path(__file__).parent
+RESULTS = HERE / "results" / "serve.json"
 CLI = "import sys; from statefulrnn.cli import main; sys.exit(main())"
+WARMUP = 1.0
 
 
 def free_port() -> int:
@@ -70,132 +75,66 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def measured(load, pid: int, *args) -> dict:
-    """Run one load; add the server's and this client's CPU microseconds per stream-step (a
-    figure that the machine's load does not inflate the way wall time is inflated)."""
-    server0, client0 = cpu_seconds(pid), time.process_time()
-    res = asyncio.run(load(*args))
-    steps = res.get("requests", 0) * (args[1] if load is load_batch else 1)
-    if steps:
-        res["server_cpu_us_per_step"] = round((cpu_seconds(pid) - server0) / steps * 1e6, 1)
-        res["client_cpu_us_per_step"] = round((time.process_time() - client0) / steps * 1e6, 1)
-    return res
-
-
-def pct(values: list[float], q: float) -> float:
-    return float(np.percentile(values, q)) * 1000 if values else float("nan")
-
-
-def summary(steps: int, seconds: float, latencies: list[float], requests: int) -> dict:
-    return {
-        "stream_steps_per_s": round(steps / seconds, 1),
-        "requests": requests,
-        "p50_ms": round(pct(latencies, 50), 2),
-        "p99_ms": round(pct(latencies, 99), 2),
-    }
+def pct(values: np.ndarray, q: float) -> float:
+    return round(float(np.percentile(values, q)) / 1000, 2) if len(values) else float("nan")
 
 
 # ----------------------------------------------------------------- loads
-async def load_batch(port, n, seconds, max_requests, clients=4) -> dict:
-    import httpx
-
-    rng = np.random.default_rng(0)
-    lat: list[float] = []
-    done = {"requests": 0}
-    end = time.monotonic() + seconds
-
-    async def client(c):
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60) as http:
-            while time.monotonic() < end and done["requests"] < max_requests:
-                body = {
-                    "steps": [
-                        {"id": f"b{i}", "x": [[float(v)]]} for i, v in enumerate(rng.normal(size=n))
-                    ]
-                }
-                t = time.perf_counter()
-                r = await http.post("/v1/step", json=body)
-                lat.append(time.perf_counter() - t)
-                r.raise_for_status()
-                done["requests"] += 1
-
-    t0 = time.perf_counter()
-    await asyncio.gather(*(client(c) for c in range(clients)))
-    took = time.perf_counter() - t0
-    return {"clients": clients, **summary(done["requests"] * n, took, lat, done["requests"])}
-
-
-async def load_ws(port, n, seconds, max_requests, connections=8) -> dict:
-    import websockets
-
-    lat: list[float] = []
-    done = {"steps": 0}
-    end = time.monotonic() + seconds
-
-    async def connection(c):
-        ids = [f"w{i}" for i in range(c, n, connections)]
-        sent: dict[str, float] = {}
-        async with websockets.connect(f"ws://127.0.0.1:{port}/v1/ws", max_size=None) as ws:
-            for sid in ids:  # one step in flight per stream
-                sent[sid] = time.perf_counter()
-                await ws.send(json.dumps({"id": sid, "x": [[0.5]]}))
-            while sent:
-                reply = json.loads(await ws.recv())
-                sid = reply["id"]
-                lat.append(time.perf_counter() - sent.pop(sid))
-                if "error" in reply:
-                    raise RuntimeError(reply["error"])
-                done["steps"] += 1
-                if time.monotonic() < end and done["steps"] < max_requests:
-                    sent[sid] = time.perf_counter()
-                    await ws.send(json.dumps({"id": sid, "x": [[0.5]]}))
-
-    t0 = time.perf_counter()
-    await asyncio.gather(*(connection(c) for c in range(connections)))
-    took = time.perf_counter() - t0
-    return {"connections": connections, **summary(done["steps"], took, lat, done["steps"])}
-
-
-async def load_http_per_stream(port, n, seconds, max_requests) -> dict:
-    import httpx
-
-    lat: list[float] = []
-    done = {"steps": 0}
-    end = time.monotonic() + seconds
-    limits = httpx.Limits(max_connections=n, max_keepalive_connections=n)
-    async with httpx.AsyncClient(
-        base_url=f"http://127.0.0.1:{port}", timeout=120, limits=limits
-    ) as http:
-
-        async def client(i):
-            while time.monotonic() < end and done["steps"] < max_requests:
-                t = time.perf_counter()
-                r = await http.post(f"/v1/streams/h{i}/step", json={"x": [[0.5]]})
-                lat.append(time.perf_counter() - t)
-                r.raise_for_status()
-                done["steps"] += 1
-
-        t0 = time.perf_counter()
-        await asyncio.gather(*(client(i) for i in range(n)))
-        took = time.perf_counter() - t0
-    return {"clients": n, **summary(done["steps"], took, lat, done["steps"])}
-
-
-async def load_single(port, seconds, max_requests) -> dict:
-    import httpx
-
-    lat: list[float] = []
-    end = time.monotonic() + seconds
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60) as http:
-        while time.monotonic() < end and len(lat) < max_requests:
-            t = time.perf_counter()
-            r = await http.post("/v1/streams/one/step", json={"x": [[0.5]]})
-            lat.append(time.perf_counter() - t)
-            r.raise_for_status()
-    return {
+def run_load(
+    port: int, pid: int, mode: str, n: int, clients: int, connections: int, seconds: float, tmp
+) -> dict:
+    """`clients` serve_client.py processes share N streams; they start together (a common
+    start time) and measure the same window. The server's CPU is read at the window's ends."""
+    clients = max(1, min(clients, n))
+    start_at = time.time() + 1.5  # the clients' imports and connections first
+    procs, outs = [], []
+    prefix = f"{mode}-"
+    for c in range(clients):
+        first, count = c * n // clients, (c + 1) * n // clients - c * n // clients
+        out = Path(tmp) / f"client-{mode}-{c}.json"
+        outs.append(out)
+        cmd = [
+            sys.executable, str(HERE / "serve_client.py"), "--port", str(port), "--mode", mode,
+            "--prefix", prefix, "--first", str(first), "--count", str(count),
+            "--connections", str(max(1, connections // clients)), "--start-at", str(start_at),
+            "--warmup", str(WARMUP), "--seconds", str(seconds), "--out", str(out),
+        ]  # fmt: skip
+        procs.append(subprocess.Popen(cmd))
+    load0 = os.getloadavg()
+    time.sleep(max(0.0, start_at + WARMUP - time.time()))
+    server0 = cpu_seconds(pid)
+    time.sleep(seconds)
+    server = cpu_seconds(pid) - server0
+    for proc in procs:
+        try:
+            proc.wait(timeout=seconds + 60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    results = [json.loads(out.read_text()) for out in outs if out.exists()]
+    if len(results) < clients:
+        raise RuntimeError(f"{mode}: {clients - len(results)} client process(es) failed")
+    errors = [r["error"] for r in results if r["error"]]
+    steps = sum(r["steps"] for r in results)
+    lat = np.concatenate([np.asarray(r["latencies_us"], dtype=np.float64) for r in results])
+    client_cpu = sum(r["cpu_seconds"] for r in results)
+    out = {
+        "client_processes": clients,
+        "stream_steps_per_s": round(steps / seconds, 1),
         "requests": len(lat),
-        "p50_ms": round(pct(lat, 50), 2),
-        "p99_ms": round(pct(lat, 99), 2),
+        "p50_ms": pct(lat, 50),
+        "p99_ms": pct(lat, 99),
+        "server_cpu_us_per_step": round(server / steps * 1e6, 1) if steps else None,
+        "client_cpu_us_per_step": round(client_cpu / steps * 1e6, 1) if steps else None,
+        "load_average": [round(v, 2) for v in load0],
     }
+    if mode != "http" or n > 1:
+        out["streams"] = n
+    if connections > 1 or mode.startswith("ws"):
+        out["connections"] = max(1, connections // clients) * clients
+    if errors:
+        out["errors"] = errors[:3]
+    return out
 
 
 def in_process(model, n, seconds) -> dict:
@@ -203,33 +142,58 @@ def in_process(model, n, seconds) -> dict:
     ids = [f"p{i}" for i in range(n)]
     x = np.random.default_rng(0).normal(size=(n, 1, 1)).astype(np.float32)
     pool.step(ids, x)
-    calls, t0 = 0, time.perf_counter()
+    calls, t0, cpu = 0, time.perf_counter(), time.process_time()
     while time.perf_counter() - t0 < seconds:
         pool.step(ids, x)
         calls += 1
-    took = time.perf_counter() - t0
-    cpu = time.process_time()
-    for _ in range(calls):
-        pool.step(ids, x)
-    cpu = time.process_time() - cpu
+    took, cpu = time.perf_counter() - t0, time.process_time() - cpu
     return {
         "stream_steps_per_s": round(calls * n / took, 1),
         "call_ms": round(took / calls * 1000, 3),
         "cpu_us_per_step": round(cpu / (calls * n) * 1e6, 3),
+        "load_average": [round(v, 2) for v in os.getloadavg()],
+    }
+
+
+def in_process_service(model, n, seconds, path: Path) -> dict:
+    """StreamService.step with the SQLite store (FULL sync): N one-step requests per call,
+    each call one micro-batch and one commit, as the server runs them, without HTTP/JSON."""
+    from statefulrnn.streams.durable import SQLiteStore
+    from statefulrnn.streams.service import StepRequest, StreamService
+
+    service = StreamService(sr.StreamPool(model), SQLiteStore(path))
+    ids = [f"q{i}" for i in range(n)]
+    try:
+        service.step([StepRequest(i, [[0.5]]) for i in ids])
+        calls, t0, cpu = 0, time.perf_counter(), time.process_time()
+        while time.perf_counter() - t0 < seconds:
+            service.step([StepRequest(i, [[0.5]]) for i in ids])
+            calls += 1
+        took, cpu = time.perf_counter() - t0, time.process_time() - cpu
+    finally:
+        service.close()
+    return {
+        "stream_steps_per_s": round(calls * n / took, 1),
+        "call_ms": round(took / calls * 1000, 3),
+        "cpu_us_per_step": round(cpu / (calls * n) * 1e6, 3),
+        "load_average": [round(v, 2) for v in os.getloadavg()],
     }
 
 
 # ----------------------------------------------------------------- servers
-def start_serve(model_dir: Path, store_args: list[str], log: Path) -> tuple[subprocess.Popen, int]:
+def start_serve(
+    model_dir: Path, store_args: list[str], log: Path, delay_ms: float
+) -> tuple[subprocess.Popen, int]:
     port = free_port()
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     with open(log, "ab") as err:
         proc = subprocess.Popen(
-            [sys.executable, "-c", CLI, "serve", str(model_dir), "--port", str(port), *store_args],
+            [sys.executable, "-c", CLI, "serve", str(model_dir), "--port", str(port),
+             "--batch-delay-ms", str(delay_ms), *store_args],
             stdout=subprocess.DEVNULL,
             stderr=err,
             env=env,
-        )
+        )  # fmt: skip
     wait_port(port, proc, "statefulrnn serve")
     return proc, port
 
@@ -244,89 +208,100 @@ def stop(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
-def main() -> None:
+LOADS = {  # name: (serve_client mode, connections in all, streams: None = N)
+    "per_stream_http": ("http", 1, None),
+    "per_stream_websocket": ("ws", 8, None),
+    "many_websocket": ("ws-many", 1, None),
+    "many_http": ("http-many", 1, None),
+    "single_stream_http": ("http", 1, 1),
+}
+
+
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0, help="per load (default: 5)")
     parser.add_argument("--streams", type=int, default=1000, help="N (default: 1000)")
-    parser.add_argument("--max-requests", type=int, default=200_000, help="per load")
+    parser.add_argument("--clients", type=int, default=2, help="client processes (default: 2)")
+    parser.add_argument("--batch-delay-ms", type=float, default=2.0, help="serve's (default: 2)")
     parser.add_argument("--quick", action="store_true", help="1 s per load, 100 streams")
     parser.add_argument("--no-redis", action="store_true", help="skip the Redis store")
-    args = parser.parse_args()
+    parser.add_argument("--loads", default=",".join(LOADS), help="comma-separated subset")
+    parser.add_argument("--out", type=Path, default=RESULTS, help=f"JSON (default: {RESULTS})")
+    args = parser.parse_args(argv)
     if args.quick:
         args.seconds, args.streams = 1.0, 100
+    loads = [name.strip() for name in args.loads.split(",") if name.strip()]
+    unknown = sorted(set(loads) - set(LOADS))
+    if unknown:
+        parser.error(f"unknown loads {unknown}; known: {list(LOADS)}")
     torch.set_num_threads(1)
     torch.manual_seed(0)
     model = sr.StatefulRNN(1, HIDDEN, 1, cell="lstm").eval()
     n = args.streams
-    out = {
+    out: dict = {
         "model": f"StatefulRNN lstm, input 1, hidden {HIDDEN}, output 1, float32",
         "streams": n,
         "seconds_per_load": args.seconds,
+        "client_processes": args.clients,
+        "batch_delay_ms": args.batch_delay_ms,
         "cpus": os.cpu_count(),
-        "load_average_before": os.getloadavg(),
+        "load_average_before": [round(v, 2) for v in os.getloadavg()],
         "in_process_streampool": in_process(model, n, args.seconds),
         "stores": {},
     }
     print(json.dumps({"in_process_streampool": out["in_process_streampool"]}), flush=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        out["in_process_service_sqlite"] = in_process_service(
+            model, n, args.seconds, tmp / "inproc.db"
+        )
+        print(json.dumps({"in_process_service_sqlite": out["in_process_service_sqlite"]}))
         model.save(tmp / "model")
         stores = {"sqlite": ["--state", str(tmp / "streams.db")]}
         redis = None
         if not args.no_redis and shutil.which("redis-server"):
             rport = free_port()
             redis = subprocess.Popen(
-                [
-                    "redis-server",
-                    "--port",
-                    str(rport),
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                    "--dir",
-                    str(tmp),
-                ],
+                ["redis-server", "--port", str(rport), "--bind", "127.0.0.1", "--save", "",
+                 "--appendonly", "no", "--dir", str(tmp)],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
-            )
+            )  # fmt: skip
             wait_port(rport, redis, "redis-server")
             stores["redis"] = ["--redis", f"redis://127.0.0.1:{rport}/0"]
+        elif not args.no_redis:
+            out["redis_skipped"] = "redis-server is not installed (apt-get install redis-server)"
         try:
             for name, store_args in stores.items():
-                proc, port = start_serve(tmp / "model", store_args, tmp / f"serve-{name}.log")
+                log = tmp / f"serve-{name}.log"
+                proc, port = start_serve(tmp / "model", store_args, log, args.batch_delay_ms)
+                res: dict = {}
                 try:
-                    res = {}
-                    pid, limit = proc.pid, args.max_requests
-                    res["batch_http"] = measured(load_batch, pid, port, n, args.seconds, limit)
-                    res["per_stream_websocket"] = measured(
-                        load_ws, pid, port, n, args.seconds, limit
-                    )
-                    res["per_stream_http"] = measured(
-                        load_http_per_stream, pid, port, n, args.seconds, limit
-                    )
-                    res["single_stream_http"] = measured(
-                        load_single, pid, port, args.seconds, limit
-                    )
-                    base = out["in_process_streampool"]["stream_steps_per_s"]
-                    for load in ("batch_http", "per_stream_websocket", "per_stream_http"):
+                    for load in loads:
+                        mode, connections, streams = LOADS[load]
+                        res[load] = run_load(
+                            port, proc.pid, mode, streams or n, args.clients, connections,
+                            args.seconds, tmp,
+                        )  # fmt: skip
+                        print(json.dumps({name: {load: res[load]}}), flush=True)
+                finally:
+                    stop(proc)
+                base = out["in_process_streampool"]["stream_steps_per_s"]
+                for load in loads:
+                    if load != "single_stream_http":
                         res[load]["ratio_to_streampool"] = round(
                             res[load]["stream_steps_per_s"] / base, 4
                         )
-                    res["load_average_after"] = os.getloadavg()
-                    out["stores"][name] = res
-                    print(json.dumps({name: res}), flush=True)
-                finally:
-                    stop(proc)
+                res["load_average_after"] = [round(v, 2) for v in os.getloadavg()]
+                out["stores"][name] = res
         finally:
             if redis is not None:
                 redis.terminate()
                 redis.wait()
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(out, indent=2) + "\n")
-    print(f"wrote {RESULTS}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(out, indent=2) + "\n")
+    print(f"wrote {args.out}")
+    return out
 
 
 if __name__ == "__main__":

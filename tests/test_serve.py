@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 
 import statefulrnn as sr
 
-for _name in ("starlette", "httpx", "prometheus_client"):  # the serve extra (in dev)
+for _name in ("starlette", "httpx", "prometheus_client", "orjson"):  # the serve extra (in dev)
     pytest.importorskip(_name)
 from starlette.testclient import TestClient  # noqa: E402
 
@@ -202,6 +202,7 @@ def test_bad_inputs_get_clear_4xx_and_change_nothing_else(tmp_path):
         y_after = r.json()["y"]
         assert c.get("/v1/streams/a").json()["version"] == 3
         assert sorted(store.ids()) == ["a"]  # nothing of the refused requests was stored
+        assert len(store) == 1  # the count the store keeps (for /metrics) agrees
     want = stateful(model, [x])[0]
     np.testing.assert_allclose(y_after, want[2:], atol=TOL)
 
@@ -239,6 +240,7 @@ def test_health_metrics_docs_and_stream_lifecycle(tmp_path):
         ):
             assert name in metrics
         assert 'statefulrnn_requests_total{status="200"}' in metrics
+        assert metric(metrics, "statefulrnn_streams_known") == 0  # s ended: dropped
         assert "/v1/streams/{sid}/step" in c.get("/openapi.json").json()["paths"]
         assert "statefulrnn serve" in c.get("/docs").text
 
@@ -315,6 +317,92 @@ def test_two_replicas_on_one_redis_alternating_every_step_equal_one_process(redi
         sb.store.versions = lambda ids: {i: before for i in ids}  # and its re-read raced too
         rb = sb.step([StepRequest("s0", xs[0][:1])])[0]
         assert ra.status == 200 and rb.status == 409 and "another replica" in rb.error
+    want = stateful(model, xs)
+    for i in range(3):
+        np.testing.assert_allclose(np.concatenate(got[i]), want[i], atol=TOL)
+
+
+def start_redis(port: int, folder: Path, *persist: str) -> subprocess.Popen:
+    exe = shutil.which("redis-server")
+    if exe is None:
+        pytest.skip("redis-server is not installed (apt-get install redis-server); CI has it")
+    proc = subprocess.Popen(
+        [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(folder),
+         *persist],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return proc
+        except OSError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                raise RuntimeError("redis-server did not start") from None
+            time.sleep(0.05)
+
+
+def metric(text: str, name: str) -> float:
+    line = next(line for line in text.splitlines() if line.startswith(name + " "))
+    return float(line.split()[1])
+
+
+def test_redis_down_mid_service_answers_503_naming_the_store_and_recovers(tmp_path):
+    """Redis is SIGKILLed while the service runs (appendfsync always: what it acknowledged is
+    on disk): steps get 503 naming the store, the store-error metric counts them, nothing is
+    applied; restarted on the same port and files, the service goes on and every stream's
+    acknowledged steps are all there (continuing gives the uninterrupted outputs)."""
+    from statefulrnn.streams.redis_store import RedisStore
+
+    port = free_port()
+    persist = ("--appendonly", "yes", "--appendfsync", "always")
+    redis = start_redis(port, tmp_path, *persist)
+    url = f"redis://127.0.0.1:{port}/0"
+    model = make_model()
+    rng = np.random.default_rng(5)
+    xs = [rng.normal(size=(6, F)) for _ in range(3)]
+    got: list[list] = [[] for _ in xs]
+    try:
+        with client_for(model, RedisStore(url, timeout=2.0)) as c:
+
+            def step(i, t):
+                return c.post(f"/v1/streams/s{i}/step", json={"x": xs[i][t : t + 1].tolist()})
+
+            for t in range(3):
+                for i in range(3):
+                    r = step(i, t)
+                    assert r.status_code == 200, r.text
+                    got[i].append(r.json()["y"])
+            page = c.get("/metrics").text
+            assert metric(page, "statefulrnn_streams_known") == 3  # the store's count, no scan
+            assert metric(page, "statefulrnn_store_errors_total") == 0
+            redis.kill()
+            redis.wait()
+            for i in range(3):  # step 3 of each stream: refused, not applied
+                r = step(i, 3)
+                assert r.status_code == 503, r.text
+                assert "state store" in r.json()["error"] and url in r.json()["error"]
+            many = c.post("/v1/step", json={"steps": [{"id": "s0", "x": xs[0][3:4].tolist()}]})
+            assert many.json()["results"][0]["status"] == 503
+            assert c.get("/readyz").status_code == 503
+            assert c.get("/v1/streams/s0").status_code == 503
+            page = c.get("/metrics").text
+            assert metric(page, "statefulrnn_store_errors_total") >= 4
+            assert 'statefulrnn_requests_total{status="503"}' in page
+            redis = start_redis(port, tmp_path, *persist)  # back, with its files
+            assert c.get("/readyz").status_code == 200
+            for t in range(3, 6):  # the client resends step 3, then goes on
+                for i in range(3):
+                    r = step(i, t)
+                    assert r.status_code == 200, r.text
+                    got[i].append(r.json()["y"])
+            assert c.get("/v1/streams/s1").json()["version"] == 6
+            assert metric(c.get("/metrics").text, "statefulrnn_streams_known") == 3
+    finally:
+        redis.kill()
+        redis.wait()
     want = stateful(model, xs)
     for i in range(3):
         np.testing.assert_allclose(np.concatenate(got[i]), want[i], atol=TOL)

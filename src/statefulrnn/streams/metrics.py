@@ -6,7 +6,8 @@ statefulrnn_batch_requests               histogram: step requests per micro-batc
 statefulrnn_batch_seconds                histogram: time of one micro-batch (step + commit)
 statefulrnn_request_seconds              histogram: a step request's wait + batch time
 statefulrnn_streams_held                 gauge: stream states in memory
-statefulrnn_streams_known                gauge: streams in the store (read when scraped)
+statefulrnn_streams_known                gauge: streams in the store (a count the store keeps
+                                         as it commits: a scrape never scans the store)
 statefulrnn_store_errors_total           state-store failures (each failed a micro-batch)
 """
 

@@ -37,9 +37,12 @@ from statefulrnn.streams.durable import (
     key_of,
 )
 
-# KEYS: the written streams' keys, then the deleted ones. ARGV: number of writes, then per
-# write: expected version, seq ("" for none), state, answers ("" for none).
+# KEYS: the written streams' keys, then the deleted ones, then the stream counter. ARGV: number
+# of writes, then per write: expected version, seq ("" for none), state, answers ("" for none).
+# The counter `{prefix}:n` (+1 for a stream written for the first time, -1 for one deleted)
+# answers "how many streams" without a scan of the keys.
 COMMIT = """
+local COUNT = KEYS[#KEYS]
 local n = tonumber(ARGV[1])
 local refused = {}
 for i = 1, n do
@@ -49,6 +52,9 @@ for i = 1, n do
   if have ~= want then
     table.insert(refused, i)
   else
+    if have == 0 then
+      redis.call('INCR', COUNT)
+    end
     redis.call('HSET', KEYS[i], 'v', want + 1, 'state', ARGV[at + 2], 'ans', ARGV[at + 3])
     if ARGV[at + 1] == '' then
       redis.call('HDEL', KEYS[i], 'seq')
@@ -57,8 +63,10 @@ for i = 1, n do
     end
   end
 end
-for i = n + 1, #KEYS do
-  redis.call('DEL', KEYS[i])
+for i = n + 1, #KEYS - 1 do
+  if redis.call('DEL', KEYS[i]) == 1 then
+    redis.call('DECR', COUNT)
+  end
 end
 return refused
 """
@@ -89,6 +97,7 @@ class RedisStore(StateStore):
         except self._redis_errors as err:
             raise OSError(f"cannot reach Redis at {url}: {err}") from None
         self._commit = self.client.register_script(COMMIT)
+        self._count_key = f"{prefix}:n"
 
     def _key(self, sid: Hashable) -> str:
         return f"{self.prefix}:s:{key_of(sid)}"
@@ -97,7 +106,7 @@ class RedisStore(StateStore):
         try:
             return fn(*args)
         except self._redis_errors as err:
-            raise StoreError(f"Redis {what}: {err}") from None
+            raise StoreError(f"Redis {self.where}, {what}: {err}") from None
 
     def open(self, meta: dict[str, Any]) -> None:
         full = json.dumps({"format": FORMAT, "version": FORMAT_VERSION, **meta})
@@ -105,6 +114,12 @@ class RedisStore(StateStore):
         self._call("write", self.client.set, key, full, None, None, True)  # NX
         saved = self._call("read", self.client.get, key)
         check_meta(f"Redis {self.where}", json.loads(saved), json.loads(full))
+        if self._call("read", self.client.get, self._count_key) is None:
+            # a store written before the counter existed: count its streams once
+            self._call("write", self.client.set, self._count_key, len(self.ids()), None, None, True)
+
+    def __len__(self) -> int:
+        return int(self._call("read", self.client.get, self._count_key) or 0)
 
     def load(self, ids):
         ids = list(ids)
@@ -141,6 +156,7 @@ class RedisStore(StateStore):
         keys = [self._key(w.sid) for w in writes] + [self._key(i) for i in deletes]
         if not keys:
             return set()
+        keys.append(self._count_key)
         args: list = [len(writes)]
         for w in writes:
             args += [
