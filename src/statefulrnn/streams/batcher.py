@@ -93,6 +93,21 @@ class MicroBatcher:
         """Run `fn(*args)` in the step worker, between micro-batches (reset, drop, evict)."""
         return await asyncio.get_running_loop().run_in_executor(self._worker, fn, *args)
 
+    async def _collect(self) -> None:
+        """Wait up to `delay` for more requests, in steps of delay/4: go at once when a step
+        brings nothing new (a lone client pays ~delay/4, not the whole delay) or the batch is
+        full. Sleeps, rather than a wake-up per arriving request: at 10,000 requests/s those
+        wake-ups (an `asyncio.wait_for` each) cost more than the batching saved."""
+        first, seen = time.monotonic(), self._waiting
+        while self._waiting < self.max_batch:
+            left = self.delay - (time.monotonic() - first)
+            if left <= 0:
+                return
+            await asyncio.sleep(min(left, self.delay / 4))
+            if self._waiting == seen:
+                return
+            seen = self._waiting
+
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
         wake = self._wake
@@ -102,15 +117,7 @@ class MicroBatcher:
             if not self._queue:
                 wake.clear()
                 await wake.wait()
-            first = time.monotonic()
-            while self._waiting < self.max_batch and time.monotonic() - first < self.delay:
-                wake.clear()
-                try:
-                    await asyncio.wait_for(
-                        wake.wait(), self.delay - (time.monotonic() - first)
-                    )
-                except asyncio.TimeoutError:
-                    break
+            await self._collect()
             batch: list[tuple[list[StepRequest], asyncio.Future]] = []
             taken = 0
             while self._queue and (not batch or taken + len(self._queue[0][0]) <= self.max_batch):

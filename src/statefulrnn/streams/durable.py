@@ -54,6 +54,13 @@ FORMAT_VERSION = 1
 SQLITE_MAGIC = b"SQLite format 3\x00"
 SYNC_MODES = ("FULL", "NORMAL")
 BUSY_TIMEOUT_MS = 5000
+# a stream's new record, written only over the version it replaces (excluded.version is that
+# version + 1; a new stream's row must not exist yet): its row count says which applied
+UPSERT = (
+    "INSERT INTO streams (id, version, seq, state, y) VALUES (?, ?, ?, ?, ?) "
+    "ON CONFLICT (id) DO UPDATE SET version = excluded.version, seq = excluded.seq, "
+    "state = excluded.state, y = excluded.y WHERE streams.version = excluded.version - 1"
+)
 
 
 class StoreError(RuntimeError):
@@ -343,34 +350,33 @@ class SQLiteStore(StateStore):
         return out
 
     def commit(self, writes, deletes=()):
+        """One transaction: each write is an upsert that applies only if the stored version
+        is still the one the write replaces (the compare-and-set is in the statement, so the
+        usual commit reads nothing first); if any did not apply, the transaction is redone
+        with the stale writes left out (they are returned)."""
         db = self._conn
         deletes = [(key_of(i),) for i in deletes]
+        rows = [
+            (key_of(w.sid), w.version + 1, w.seq, encode_array(w.row), encode_answers(w.answers))
+            for w in writes
+        ]
+        conflicts: set[Hashable] = set()
         try:
-            db.execute("BEGIN IMMEDIATE")  # the write lock first: versions read below stay true
+            db.execute("BEGIN IMMEDIATE")  # the write lock first: versions stay as read
             try:
-                have = self._versions([w.sid for w in writes])
-                conflicts = {w.sid for w in writes if have.get(w.sid, 0) != w.version}
-                ok = [w for w in writes if w.sid not in conflicts]
-                db.executemany(
-                    "INSERT INTO streams (id, version, seq, state, y) VALUES (?, ?, ?, ?, ?) "
-                    "ON CONFLICT (id) DO UPDATE SET version = excluded.version, "
-                    "seq = excluded.seq, state = excluded.state, y = excluded.y",
-                    [
-                        (
-                            key_of(w.sid),
-                            w.version + 1,
-                            w.seq,
-                            encode_array(w.row),
-                            encode_answers(w.answers),
-                        )
-                        for w in ok
-                    ],
-                )
+                applied = db.executemany(UPSERT, rows).rowcount if rows else 0
+                if applied != len(rows):  # another version is stored for some: redo without them
+                    db.execute("ROLLBACK")
+                    db.execute("BEGIN IMMEDIATE")
+                    have = self._versions([w.sid for w in writes])
+                    conflicts = {w.sid for w in writes if have.get(w.sid, 0) != w.version}
+                    rows = [r for w, r in zip(writes, rows) if w.sid not in conflicts]
+                    db.executemany(UPSERT, rows)
                 gone = 0
                 if deletes:
                     gone = db.executemany("DELETE FROM streams WHERE id = ?", deletes).rowcount
                 db.execute("COMMIT")
-                self._count += sum(w.version == 0 for w in ok) - gone
+                self._count += sum(w.version == 0 and w.sid not in conflicts for w in writes) - gone
             except BaseException:
                 with contextlib.suppress(sqlite3.Error):
                     db.execute("ROLLBACK")

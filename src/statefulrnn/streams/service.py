@@ -119,6 +119,35 @@ def check_x(x, features: int) -> np.ndarray:
     return a
 
 
+def one_step_rows(requests: list[StepRequest], features: int) -> np.ndarray | None:
+    """Every request's x as [n, 1, F] when each is one step of F finite plain numbers (what
+    a served micro-batch almost always is): one array for the batch instead of `check_x`
+    per request (~1 us instead of ~10 us a request). None otherwise: then `check_x` checks
+    each request and names what is wrong."""
+    rows = []
+    number = (float, int)
+    for req in requests:
+        x = req.x
+        if type(x) is not list or len(x) != 1:
+            return None
+        row = x[0]
+        if type(row) is not list or len(row) != features:
+            return None
+        for v in row:
+            if type(v) not in number:  # bool, str, None...: check_x refuses them by name
+                return None
+        rows.append(row)
+    if not rows:
+        return None
+    try:
+        a = np.array(rows, dtype=np.float64)
+    except OverflowError:  # an integer beyond float64: check_x says which
+        return None
+    if not np.isfinite(a).all():
+        return None
+    return a[:, None, :]
+
+
 def _short(v) -> str:
     text = repr(v)
     return text if len(text) <= 60 else text[:57] + "..."
@@ -155,11 +184,12 @@ class StreamService:
         xs: list[np.ndarray | None] = [None] * len(requests)
         rounds: list[list[int]] = []
         count: dict[Hashable, int] = {}
+        one_step = one_step_rows(requests, self.features)
         for n, req in enumerate(requests):
             try:
                 _check_id(req.sid)
                 _check_seq(req.seq)
-                xs[n] = check_x(req.x, self.features)
+                xs[n] = one_step[n] if one_step is not None else check_x(req.x, self.features)
             except ValueError as err:
                 out[n] = StepResult(error=str(err), status=400)
                 continue
