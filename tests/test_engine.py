@@ -234,3 +234,35 @@ def test_lane_groups_work_in_a_forked_child_after_the_parent_used_them():
         os.waitpid(pid, 0)
         pytest.fail("the forked child's lane groups did not finish in 60 s")
     assert os.WIFEXITED(done[1]) and os.WEXITSTATUS(done[1]) == 0
+
+
+def test_compiled_steps_equal_the_python_steps_bit_for_bit():
+    """TorchScript runs the same step code (without the GIL): identical numbers, dx included."""
+    fwd, bwd = engine._steps()
+    assert isinstance(fwd, torch.jit.ScriptFunction)  # the fast path is the one tested above
+    py_fwd, py_bwd = engine._steps(compiled=False)
+    assert py_fwd is engine._forward_steps
+    torch.manual_seed(2)
+    steps, batch, f_in, h = 9, 5, 3, 4
+    w, b = torch.randn(4 * h, f_in + h, dtype=torch.float64), torch.randn(4 * h, dtype=torch.float64)
+    got = []
+    for f, bw in ((fwd, bwd), (py_fwd, py_bwd)):
+        xh = torch.zeros(steps + 1, batch, f_in + h, dtype=torch.float64)
+        xh[:steps, :, :f_in] = torch.linspace(-2, 2, steps * batch * f_in).view(steps, batch, f_in)
+        xh[0, :, f_in:] = 0.3
+        cs = torch.zeros(steps + 1, batch, h, dtype=torch.float64)
+        cs[0] = -0.2
+        with torch.no_grad():
+            f(xh, cs, w, b)
+            d_out = torch.cos(xh[1:, :, f_in:] * 3)
+            dx = torch.empty(steps, batch, f_in, dtype=torch.float64)
+            dh0, dc0 = torch.empty(batch, h, dtype=torch.float64), torch.empty_like(cs[0])
+            dw, db = bw(xh, cs, w, b, d_out, cs[-1] * 0.5, None, dx, dh0, dc0)
+        got.append((xh, cs, dx, dh0, dc0, dw, db))
+    for a, c in zip(*got):
+        assert torch.equal(a, c)
+
+
+def test_the_python_steps_are_used_when_torchscript_is_turned_off(monkeypatch):
+    monkeypatch.setenv("STATEFULRNN_NO_TORCHSCRIPT", "1")
+    assert engine._steps() == (engine._forward_steps, engine._backward_steps)

@@ -48,8 +48,9 @@ from __future__ import annotations
 
 import os
 import threading
+import warnings
 from concurrent.futures import ThreadPoolExecutor
-from typing import cast
+from typing import Optional, cast
 
 import torch
 from torch import Tensor, nn
@@ -60,6 +61,7 @@ ENGINES = ("auto", "fused", "loop")
 LOOP_MIN_WIDTH = 24_576  # lanes x hidden from which the loop beats fused nn.LSTM (training)
 LOOP_MIN_STEPS = 32  # steps per chunk from which it does (fewer: its per-call setup shows)
 MIN_GROUP_WIDTH = 8_192  # lanes x hidden per lane group below which a thread does not pay
+_NO_SCRIPT = "STATEFULRNN_NO_TORCHSCRIPT"  # set: the Python step functions
 _ENV = "STATEFULRNN_ENGINE"  # "fused" or "loop": force one engine (benchmarks, debugging)
 
 
@@ -188,15 +190,6 @@ def _g_scale(h: int, like: Tensor) -> Tensor:
     return scale
 
 
-def _tanh(z: Tensor, out: Tensor, one: Tensor) -> Tensor:
-    """tanh(z) into `out` as 2 sigmoid(2z) - 1 (several times faster than torch.tanh here).
-
-    No Python numbers in the per-step calls: a number becomes a tensor (and a dtype copy) on
-    every call, ~1.7 us each here; 2z is z + z, and `one` is a 0-dim tensor made once."""
-    torch.add(z, z, out=out).sigmoid_()
-    return out.add_(out).sub_(one)
-
-
 class _LSTMLoop(torch.autograd.Function):
     """(x [T, B, F], W [4H, F + H] = [W_ih, W_hh], b [4H], g rows doubled; h0, c0 [B, H];
     k lane groups) -> (hs [T, B, H], h_T, c_T).
@@ -254,63 +247,91 @@ class _LSTMLoop(torch.autograd.Function):
         return dx, d_w, d_b, dh0, dc0, None
 
 
-@torch.no_grad()  # grad mode is per thread: pool threads must not record either
-def _forward_lanes(xh: Tensor, cs: Tensor, w: Tensor, b: Tensor) -> None:
+# --------------------------------------------------------------------------- the steps
+# Written in the subset of Python that TorchScript compiles: `_steps()` hands out the compiled
+# functions (the same code, run by TorchScript's interpreter, which holds no GIL while it runs,
+# so lane groups in threads really run at once: 1.81x on 2 cores against 1.0-1.3x for the
+# same code in Python threads, whose ~30 small calls per step take turns on the GIL), or
+# these Python functions where TorchScript is missing or refuses them.
+
+
+def _forward_steps(xh: Tensor, cs: Tensor, w: Tensor, b: Tensor) -> None:
     """The forward steps of one lane group, in place: xh [T + 1, B, F + H] holds x_t and h_0,
-    cs [T + 1, B, H] holds c_0; fills h_1..h_T into xh and c_1..c_T into cs."""
-    steps, batch = xh.shape[0] - 1, xh.shape[1]
+    cs [T + 1, B, H] holds c_0; fills h_1..h_T into xh and c_1..c_T into cs.
+
+    No Python numbers in the per-step calls (a number becomes a tensor and a dtype copy on
+    every call, ~1.7 us here): 2z is z + z, and `one` is a 0-dim tensor made once. tanh(z) is
+    2 sigmoid(2z) - 1 (several times faster than torch.tanh here)."""
+    steps = xh.shape[0] - 1
+    batch = xh.shape[1]
     h = cs.shape[2]
     f_in = xh.shape[2] - h
-    gates = xh.new_empty(batch, 4 * h)
-    g_val, tc = xh.new_empty(batch, h), xh.new_empty(batch, h)
-    i, f, sg, o = (gates[:, k * h : (k + 1) * h] for k in range(4))
+    gates = xh.new_empty([batch, 4 * h])
+    g_val = xh.new_empty([batch, h])
+    tc = xh.new_empty([batch, h])
+    i, f, sg, o = gates[:, :h], gates[:, h : 2 * h], gates[:, 2 * h : 3 * h], gates[:, 3 * h :]
     w_t = w.t()
-    one = xh.new_ones(())
+    one = xh.new_ones([])
     # every step's views made at once (one call, not one select per use)
     xh_t, h_t, c_t = xh.unbind(0), xh[:, :, f_in:].unbind(0), cs.unbind(0)
     for t in range(steps):
         torch.addmm(b, xh_t[t], w_t, out=gates).sigmoid_()
         torch.add(sg, sg, out=g_val).sub_(one)  # tanh of the g gate
         torch.mul(f, c_t[t], out=c_t[t + 1]).addcmul_(i, g_val)
-        torch.mul(o, _tanh(c_t[t + 1], tc, one), out=h_t[t + 1])
+        torch.add(c_t[t + 1], c_t[t + 1], out=tc).sigmoid_()
+        tc.add_(tc).sub_(one)  # tanh(c_t)
+        torch.mul(o, tc, out=h_t[t + 1])
 
 
-@torch.no_grad()
-def _backward_lanes(
-    xh: Tensor, cs: Tensor, w: Tensor, b: Tensor, d_out, d_hn, d_cn, dx, dh0: Tensor, dc0: Tensor
+def _backward_steps(
+    xh: Tensor,
+    cs: Tensor,
+    w: Tensor,
+    b: Tensor,
+    d_out: Optional[Tensor],  # noqa: UP045 (TorchScript reads Optional, not X | None)
+    d_hn: Optional[Tensor],  # noqa: UP045
+    d_cn: Optional[Tensor],  # noqa: UP045
+    dx: Optional[Tensor],  # noqa: UP045
+    dh0: Tensor,
+    dc0: Tensor,
 ) -> tuple[Tensor, Tensor]:
-    """The backward steps of one lane group: fills dx (if wanted), dh0, dc0 of its lanes and
-    returns its (dW, db)."""
-    steps1, batch, fh = xh.shape
-    steps, h = steps1 - 1, cs.shape[2]
+    """The backward steps of one lane group: fills dx (if given), dh0, dc0 of its lanes and
+    returns its (dW, db).
+
+    dh_{t-1} = da W_hh and dx_t = da W_ih are two products: a [B, 4H] x [4H, H] GEMM runs ~20%
+    faster than one to [B, F + H] columns here (H = 64 against 65), and dx is often not wanted
+    (data input); dW is summed transposed, [F + H, 4H] (also ~20% faster)."""
+    steps = xh.shape[0] - 1
+    batch = xh.shape[1]
+    fh = xh.shape[2]
+    h = cs.shape[2]
     f_in = fh - h
     w_t = w.t()
-    # dh_{t-1} = da W_hh and dx_t = da W_ih as two products: a [B, 4H] x [4H, H] GEMM runs
-    # ~20% faster than one to [B, F + H] columns here (H = 64 against 65), and dx is often
-    # not wanted (data input); dW is summed transposed, [F + H, 4H] (also ~20% faster)
-    w_hh, w_ih = w[:, f_in:].contiguous(), w[:, :f_in].contiguous()
-    gates = xh.new_empty(batch, 4 * h)
-    i, f, sg, o = (gates[:, k * h : (k + 1) * h] for k in range(4))
-    da = xh.new_empty(batch, 4 * h)
-    da_i, da_f, da_g, da_o = (da[:, k * h : (k + 1) * h] for k in range(4))
-    dh = xh.new_empty(batch, h)
-    if d_hn is None:
-        dh.zero_()
-    else:
+    w_hh = w[:, f_in:].contiguous()
+    w_ih = w[:, :f_in].contiguous()
+    gates = xh.new_empty([batch, 4 * h])
+    i, f, sg, o = gates[:, :h], gates[:, h : 2 * h], gates[:, 2 * h : 3 * h], gates[:, 3 * h :]
+    da = xh.new_empty([batch, 4 * h])
+    da_i, da_f, da_g, da_o = da[:, :h], da[:, h : 2 * h], da[:, 2 * h : 3 * h], da[:, 3 * h :]
+    dh = xh.new_zeros([batch, h])
+    if d_hn is not None:
         dh.copy_(d_hn)
-    dc = torch.zeros_like(cs[0]) if d_cn is None else d_cn.clone()
-    d_wt = xh.new_zeros(fh, 4 * h)
+    dc = xh.new_zeros([batch, h])
+    if d_cn is not None:
+        dc.copy_(d_cn)
+    d_wt = xh.new_zeros([fh, 4 * h])
     da_sum = torch.zeros_like(da)
-    tc, tmp = xh.new_empty(batch, h), xh.new_empty(batch, h)
-    one = xh.new_ones(())
+    tc = xh.new_empty([batch, h])
+    tmp = xh.new_empty([batch, h])
+    one = xh.new_ones([])
     xh_t, c_t = xh.unbind(0), cs.unbind(0)
-    d_out_t = None if d_out is None else d_out.unbind(0)
-    dx_t = None if dx is None else dx.unbind(0)
-    for t in range(steps - 1, -1, -1):
+    for s in range(steps):
+        t = steps - 1 - s
         torch.addmm(b, xh_t[t], w_t, out=gates).sigmoid_()  # the step's gates, recomputed
-        _tanh(c_t[t + 1], tc, one)
-        if d_out_t is not None:
-            dh.add_(d_out_t[t])
+        torch.add(c_t[t + 1], c_t[t + 1], out=tc).sigmoid_()
+        tc.add_(tc).sub_(one)  # tanh(c_t)
+        if d_out is not None:
+            dh.add_(d_out[t])
         # da_o = dh tanh(c) o (1 - o)
         torch.addcmul(o, o, o, value=-1, out=tmp)
         torch.mul(dh, tc, out=da_o).mul_(tmp)
@@ -330,9 +351,43 @@ def _backward_lanes(
         dc.mul_(f)
         d_wt.addmm_(xh_t[t].t(), da)
         da_sum.add_(da)
-        if dx_t is not None:
-            torch.mm(da, w_ih, out=dx_t[t])
+        if dx is not None:
+            torch.mm(da, w_ih, out=dx[t])
         torch.mm(da, w_hh, out=dh)  # dh_{t-1}
     dh0.copy_(dh)
     dc0.copy_(dc)
     return d_wt.t(), da_sum.sum(0)
+
+
+_COMPILED: list = []  # [(forward, backward)] once compiled (or the Python functions)
+_COMPILE_LOCK = threading.Lock()
+
+
+def _steps(compiled: bool = True):
+    """(forward, backward) step functions: TorchScript's compilation of the two above (made
+    once per process, ~0.3 s), or the Python functions themselves (compiled=False, or where
+    TorchScript is unavailable: torch deprecates it; same results, without the parallel
+    speed-up of lane groups)."""
+    if not compiled or os.environ.get(_NO_SCRIPT):
+        return _forward_steps, _backward_steps
+    with _COMPILE_LOCK:
+        if not _COMPILED:
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # torch.jit.script's DeprecationWarning
+                    _COMPILED.append(
+                        (torch.jit.script(_forward_steps), torch.jit.script(_backward_steps))
+                    )
+            except Exception:  # noqa: BLE001 (any refusal: the Python functions, same results)
+                _COMPILED.append((_forward_steps, _backward_steps))
+    return _COMPILED[0]
+
+
+@torch.no_grad()  # grad mode is per thread: pool threads must not record either
+def _forward_lanes(xh: Tensor, cs: Tensor, w: Tensor, b: Tensor) -> None:
+    _steps()[0](xh, cs, w, b)
+
+
+@torch.no_grad()
+def _backward_lanes(xh, cs, w, b, d_out, d_hn, d_cn, dx, dh0, dc0) -> tuple[Tensor, Tensor]:
+    return _steps()[1](xh, cs, w, b, d_out, d_hn, d_cn, dx, dh0, dc0)
