@@ -318,3 +318,142 @@ def test_a_stateless_burn_in_best_config_trains_with_its_burn_in(tmp_path, capsy
     extra = load_extra(out / "best-model")
     assert extra["train"]["burn_in"] == 5 and extra["bundle"]["fit"]["burn_in"] == 5
     assert extra["train"]["mode"] == "stateless" and extra["train"]["window"] == best["window"]
+
+
+def test_every_search_option_is_a_train_option():
+    """The space varies only what `statefulrnn train` takes (its mode names mapped to train's)."""
+    from dataclasses import fields
+
+    from statefulrnn.modes import SWEEP_MODES, TRAIN_MODES, training_mode
+    from statefulrnn.tabular.config import TableTrainConfig
+
+    train_options = {f.name for f in fields(TableTrainConfig)}
+    assert set(spaces.OPTIONS) <= train_options
+    assert {training_mode(m) for m in SWEEP_MODES} == set(TRAIN_MODES)
+
+
+class _Draw:
+    """A stand-in for an Optuna trial: draws from hypothesis instead of a sampler."""
+
+    def __init__(self, data):
+        self.data = data
+
+    def suggest_categorical(self, name, choices):
+        from hypothesis import strategies as st
+
+        return self.data.draw(st.sampled_from(choices), label=name)
+
+    def suggest_int(self, name, low, high, log=False):
+        from hypothesis import strategies as st
+
+        return self.data.draw(st.integers(low, high), label=name)
+
+    def suggest_float(self, name, low, high, log=False):
+        from hypothesis import strategies as st
+
+        return self.data.draw(st.floats(low, high), label=name)
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=150)
+@given(
+    data=st.data(),
+    max_length=st.integers(1, 5000),
+    task=st.sampled_from([None, *spaces.TASK_SPACES]),
+    predict=st.sampled_from(["stateful", "windowed"]),
+    clip=st.sampled_from([None, 1.0]),
+)
+def test_any_configuration_the_space_draws_is_one_train_builds(
+    data, max_length, task, predict, clip
+):
+    """Whatever the default space of any task (or table) draws, best.toml's [train] table
+    reads as `statefulrnn train` options that make a valid TableTrainConfig (train's own
+    checks and fit's) with the drawn values, nothing dropped."""
+    from types import SimpleNamespace
+
+    from statefulrnn.cli import options
+    from statefulrnn.experiments.sweep_files import best_toml
+    from statefulrnn.modes import training_mode
+    from statefulrnn.tabular.config import TableTrainConfig
+
+    space = spaces.default_space(max_length, task=task, patience=data.draw(st.integers(0, 3)))
+    space["clip"] = {"fixed": clip}
+    cfg = spaces.suggest(_Draw(data), space)
+    best = {"number": 0, "value": 0.5, **cfg}
+    best.setdefault("burn_in", None)
+    table = {"data": "d.csv", "features": ("x",), "targets": ("y",), "val": 0.2, "loss": "mse"}
+    target = SimpleNamespace(kind="table", loss="mse", table=table, fixed={}, name="d")
+    result = SimpleNamespace(study="d", storage="sqlite://", out=Path("run"))
+    text = best_toml(best, result, target, seed=3, predict=predict)
+    path = Path(f"/tmp/statefulrnn-test-best-{os.getpid()}.toml")
+    path.write_text(text)
+    try:
+        got = options.load_config(path, "train")
+    finally:
+        path.unlink()
+    made = TableTrainConfig(**got)
+    made.check()
+    for name in ("window", "batch_size", "cell", "hidden", "layers", "lr", "clip", "epochs"):
+        assert getattr(made, name) == cfg[name], name
+    assert made.patience == cfg["patience"] and made.seed == 3
+    assert made.mode == training_mode(cfg["mode"])
+    assert made.burn_in == (cfg["burn_in"] if cfg["mode"] == "stateless+burn-in" else None)
+
+
+def _classes_csv(tmp_path, pd, np):
+    rng = np.random.default_rng(1)
+    frames = []
+    for sensor in range(3):
+        x = rng.normal(size=120)
+        y = (np.convolve(x, [0.5, 0.5])[:120] > 0).astype(float)  # sign of a moving sum
+        frames.append(pd.DataFrame({"sensor": sensor, "t": range(120), "x": x, "y": y}))
+    csv = tmp_path / "cls.csv"
+    pd.concat(frames).to_csv(csv, index=False)
+    return csv
+
+
+def test_options_fixed_in_the_config_reach_every_trial_and_best_toml(tmp_path, capsys):
+    """A table sweep keeps train's options it does not search (here loss bce, optimizer
+    rmsprop, stride 1, no shuffle, from --config): every trial trains with them, best.toml
+    repeats them, and `train --config best.toml` reproduces the trial's score exactly (it
+    could not if a trial had trained with other options). Options a sweep cannot keep fixed
+    are refused by name."""
+    pd = pytest.importorskip("pandas")
+    import numpy as np
+
+    from statefulrnn.cli import main
+    from statefulrnn.model import load_extra
+
+    csv = _classes_csv(tmp_path, pd, np)
+    config = tmp_path / "train.toml"
+    config.write_text(
+        f'data = "{csv}"\nid = "sensor"\ntime = "t"\nfeatures = "x"\ntargets = "y"\n'
+        'loss = "bce"\noptimizer = "rmsprop"\nstride = 1\nshuffle = false\n'
+    )
+    space = tmp_path / "space.toml"
+    space.write_text(
+        'epochs = 3\npatience = 1\nhidden = 4\nlayers = 1\ncell = "gru"\nmode = "stateless"\n'
+        "window = 4\nbatch_size = 16\nlr = 0.01\n"
+    )
+    out = tmp_path / "run"
+    argv = ["sweep", "--config", str(config), "--trials=1", f"--out={out}", f"--space={space}"]
+    assert main([*argv, "--predict=windowed"]) == 0
+    best = records.read_json(out / "sweep.json")["best"]
+    text = (out / "best.toml").read_text()
+    for line in ('loss = "bce"', 'optimizer = "rmsprop"', "stride = 1", "shuffle = false"):
+        assert line in text
+    assert "val_accuracy" in best and 0.0 <= best["val_accuracy"] <= 1.0
+    capsys.readouterr()
+    assert main(["train", "--config", str(out / "best.toml")]) == 0
+    history = records.read_json(out / "best-model" / "history.json")
+    assert history[best["best_epoch"] - 1]["val_loss_windowed"] == best["value"]
+    extra = load_extra(out / "best-model")
+    assert extra["train"]["loss"] == "bce" and extra["bundle"]["fit"]["stride"] == 1
+
+    config.write_text(config.read_text() + "backprop = 8\n")
+    capsys.readouterr()
+    assert main([*argv[:-2], f"--out={tmp_path / 'run2'}", f"--space={space}"]) == 2
+    assert "cannot keep 'backprop' fixed" in capsys.readouterr().err

@@ -26,7 +26,10 @@ exactly. A trial whose worker dies is marked FAIL (at once on the same machine, 
 
 A DATA file is read and split as `statefulrnn train` does (same options, or its --config
 file); the best configuration is written as best.toml, which `statefulrnn train --config`
-reads. The search space has defaults per task; --space FILE.toml changes any option:
+reads and retrains to the trial's score. Train options the sweep does not search (--loss,
+and from --config: optimizer, shuffle, stride, target, val_window, device) are kept fixed in
+every trial and repeated in best.toml; backprop and monitor are refused (the window is
+searched; --predict decides what selects the epoch). The search space has defaults per task; --space FILE.toml changes any option:
 
   epochs = 30                                  # fixed
   cell = ["lstm", "gru"]                       # one of these
@@ -48,7 +51,15 @@ Writes to --out (default runs/sweep-NAME/): sweeps.db, trials.csv, best.toml, sw
 report.html (self-contained) and its PNG plots.
 """
 
-SWEPT_FROM_CONFIG = ("val", "epochs", "patience", "clip")  # train options that stay fixed
+SWEPT_FROM_CONFIG = ("val", "epochs", "patience", "clip")  # the space's defaults, from train's
+# train options a sweep cannot keep: it decides them itself (window is searched, so a fixed
+# backprop >= window cannot hold; --predict decides what early stopping watches)
+REFUSED = {
+    "backprop": "the window is searched, and backprop must be >= it; sweep stateless or "
+    "stateful without it, then add it to best.toml",
+    "monitor": "the sweep's --predict decides which validation loss selects the epoch",
+}
+NOT_USED = ("data", "out", "force", "seed", "threads")  # the sweep's own (DATA, --out, ...)
 
 
 def add_parser(sub) -> None:
@@ -95,29 +106,47 @@ def add_parser(sub) -> None:
     d.add_argument("--weight", metavar="COL", help="per-row weight of the target (0: not scored)")
     d.add_argument("--horizon", type=o.integer, metavar="H", help="predict H rows ahead")
     d.add_argument("--val", type=o.number, metavar="F", help="validation tail (default 0.2)")
+    d.add_argument(
+        "--loss",
+        choices=["mse", "bce", "ce"],
+        help="as `statefulrnn train --loss` (default mse); --config may also fix optimizer, "
+        "shuffle, stride, target, val_window and device, which every trial then uses",
+    )
     o.add_read_options(p)
     p.set_defaults(run=run)
 
 
 def _table_options(args) -> tuple[str | None, dict]:
     """The DATA file and its read options: the config file's, then the flags given here."""
-    from statefulrnn.experiments.targets import TABLE_OPTIONS
+    from statefulrnn.experiments.space import OPTIONS as SEARCHED
+    from statefulrnn.experiments.targets import FIXED_OPTIONS, TABLE_OPTIONS
 
-    keys = (*TABLE_OPTIONS, *SWEPT_FROM_CONFIG)
+    keys = (*TABLE_OPTIONS, *SWEPT_FROM_CONFIG, *FIXED_OPTIONS)
     opts = {}
     data = args.target
     if args.config:
         cfg = o.load_config(args.config, "train")
         opts = {k: v for k, v in cfg.items() if k in keys}
-        searched = [k for k in cfg if k not in keys and k not in ("data", "out", "seed")]
+        refused = [k for k in cfg if k in REFUSED and cfg[k] is not None]
+        if refused:
+            k = refused[0]
+            raise o.OptionError(f"{args.config}: a sweep cannot keep {k!r} fixed: {REFUSED[k]}.")
+        searched = [k for k in cfg if k in SEARCHED and k not in keys]
         if searched:
             print(
                 f"note: {args.config} sets {', '.join(searched)}; a sweep searches these "
                 "(fix one with --space)",
                 file=sys.stderr,
             )
+        unused = [k for k in cfg if k in NOT_USED and k != "data"]
+        if unused:
+            print(
+                f"note: {args.config} sets {', '.join(unused)}; the sweep's own options "
+                "(--out, --seed, --threads) decide these",
+                file=sys.stderr,
+            )
         data = data or cfg.get("data")
-    for k in keys:
+    for k in (*TABLE_OPTIONS, *SWEPT_FROM_CONFIG, "loss"):  # the flags this command has
         v = getattr(args, k, None)
         if v is not None:
             opts[k] = v

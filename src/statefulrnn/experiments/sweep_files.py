@@ -140,7 +140,7 @@ def best_toml(best: dict[str, Any], result, target, seed: int, predict: str) -> 
             f"{best['burn_in']} earlier steps (in Python: sr.fit(..., mode='stateless', "
             f"burn_in={best['burn_in']}))."
         )
-    selection = _selection(best, predict)
+    selection = _selection(best, predict, target.table or {})
     if selection:
         other = "stateful" if predict == "stateful" else "windowed"
         lines.append(
@@ -160,7 +160,9 @@ def best_toml(best: dict[str, Any], result, target, seed: int, predict: str) -> 
     if target.kind == "table":
         table = dict(target.table)
         table["out"] = str(result.out / "best-model")
-        values = {**table, **values}
+        # the table's options (read, split, and those every trial kept fixed), then the
+        # trial's; a trial's None (not drawn) never hides a fixed option
+        values = {**table, **{k: v for k, v in values.items() if v is not None or k == "clip"}}
     for k, v in values.items():
         if v is None and k == "clip":
             v = "none"  # the train option's spelling of "no clipping"
@@ -169,7 +171,7 @@ def best_toml(best: dict[str, Any], result, target, seed: int, predict: str) -> 
     return "\n".join(lines) + "\n"
 
 
-def _selection(best: dict[str, Any], predict: str) -> dict[str, Any]:
+def _selection(best: dict[str, Any], predict: str, table: dict[str, Any]) -> dict[str, Any]:
     """The train options that make `train` select the epoch as the sweep did: nothing when
     the sweep scored the training mode's own prediction (what `train` watches by default),
     else `monitor` (and, for a stateful model scored windowed, `val_window`, as a stateful
@@ -179,17 +181,22 @@ def _selection(best: dict[str, Any], predict: str) -> dict[str, Any]:
         return {}
     if predict == "stateful":
         return {"monitor": "val_loss"}
+    if table.get("val_window") is not None:  # fixed by the user: the trials used it
+        return {"monitor": "val_loss_windowed"}
     return {"monitor": "val_loss_windowed", "val_window": best["window"]}
 
 
-def python_args(best: dict[str, Any], predict: str) -> dict[str, Any]:
-    """The same configuration as sr.StatefulRNN and sr.fit arguments, with the
-    EarlyStopping(patience, monitor) that keeps the epoch the sweep scored."""
+def python_args(best: dict[str, Any], predict: str, target) -> dict[str, Any]:
+    """The same configuration as sr.StatefulRNN and sr.fit arguments (the table's fixed
+    options included), with the EarlyStopping(patience, monitor) that keeps the epoch the
+    sweep scored."""
     fit = {k: best[k] for k in ("window", "batch_size", "epochs", "lr", "clip")}
     fit["mode"] = "stateful" if best["mode"] == "stateful" else "stateless"
     if best["mode"] == STATELESS_BURN_IN:
         fit["burn_in"] = best["burn_in"]
-    selection = _selection(best, predict)
+    fit["loss"] = target.loss
+    fit.update(target.fixed)
+    selection = _selection(best, predict, target.table or {})
     if "val_window" in selection:
         fit["val_window"] = selection["val_window"]
     model = {"cell": best["cell"], "hidden_size": best["hidden"], "num_layers": best["layers"]}
@@ -224,7 +231,7 @@ def results(result, target, space, about) -> dict[str, Any]:
         "counts": result.counts,
         "counted": len(done),
         "space": space,
-        "best": None if best is None else {**best, "python": python_args(best, about["predict"])},
+        "best": None if best is None else {**best, "python": python_args(best, about["predict"], target)},
         "seconds": {
             "trials": sum(r["seconds"] or 0.0 for r in done),  # summed over workers
             "wall": wall,  # first counted trial's start to the last one's end

@@ -18,6 +18,9 @@ from statefulrnn.data.sequences import Sequences
 
 # the options of `statefulrnn train` that say how to read a table into sequences
 TABLE_OPTIONS = ("id", "time", "features", "targets", "weight", "horizon", "fill", "drop", "sort")
+# `statefulrnn train` options a table sweep keeps as given (from --config or flags): every
+# trial trains with them and best.toml repeats them, so `train` builds what the trials built
+FIXED_OPTIONS = ("loss", "optimizer", "shuffle", "stride", "target", "val_window", "device")
 
 
 @dataclass
@@ -34,6 +37,8 @@ class Target:
     clip: float | None = 1.0  # the space's default gradient clip
     baseline: dict[str, float] = field(default_factory=dict)
     table: dict[str, Any] | None = None  # table files: train's options that read the file
+    fixed: dict[str, Any] = field(default_factory=dict)  # FIXED_OPTIONS given, but loss
+    outputs: int | None = None  # the network's outputs (None: one per target column)
 
     @property
     def metrics(self) -> list[str]:
@@ -70,6 +75,7 @@ def table_target(path: str | Path, options: dict[str, Any]) -> Target:
     from statefulrnn.data.files import read_sequences
     from statefulrnn.data.scaling import Scaling
     from statefulrnn.tabular.config import defaults
+    from statefulrnn.tabular.train import output_size
 
     opts = {**defaults(), **{k: v for k, v in options.items() if v is not None}}
     for key in ("features", "targets"):
@@ -88,21 +94,29 @@ def table_target(path: str | Path, options: dict[str, Any]) -> Target:
     read["drop"], read["sort"] = bool(read["drop"]), bool(read["sort"])
     seqs = read_sequences(path, **read)
     train, val = seqs.tail_split(opts["val"])
-    scaling = Scaling.fit(train)  # training rows only, as `statefulrnn train` does
-    table = {**read, "val": opts["val"]}
+    loss = opts["loss"]
+    # training rows only, 0/1 and class targets never scaled: as `statefulrnn train` does
+    scaling = Scaling.for_loss(
+        train, loss, feature_names=read["features"], target_names=read["targets"]
+    )
+    fixed = {k: options[k] for k in FIXED_OPTIONS if options.get(k) is not None}
+    table = {**read, "val": opts["val"], **fixed}
     return Target(
         name=Path(path).name.split(".")[0],
         kind="table",
         train=scaling.apply(train),
         val=scaling.apply(val),
         test=None,
-        loss="mse",
+        loss=loss,
         about={"data": str(path), **{k: _plain(v) for k, v in table.items()}},
         epochs=opts["epochs"],
         patience=opts["patience"],
         clip=opts["clip"],
         table={"data": str(path), **table},
+        fixed={k: v for k, v in fixed.items() if k != "loss"},
+        outputs=output_size(train, loss),
     )
+
 
 
 def sequences_target(train: Sequences, val: Sequences, loss: str) -> Target:

@@ -100,7 +100,7 @@ def run_trial(
     model = StatefulRNN(
         target.train.num_features,
         cfg["hidden"],
-        target.train.num_outputs,
+        target.outputs or target.train.num_outputs,
         cell=cfg["cell"],
         num_layers=cfg["layers"],
     )
@@ -121,12 +121,10 @@ def run_trial(
             lr=cfg["lr"],
             clip=cfg["clip"],
             burn_in=_burn_in(cfg),
-            # a stateful model scored windowed: fit scores it, as `train` does with best.toml's
-            # val_window (sweep_files._selection), so both compute the number the same way
-            val_window=cfg["window"] if predict == "windowed" and mode == "stateful" else None,
             seed=seed,
             callbacks=callbacks,
             verbose=0,
+            **_fixed(target, mode, cfg, predict),
         )
     except TrainingDiverged as err:
         raise Hopeless(f"diverged: {str(err).split(';')[0]}", 0) from None
@@ -150,4 +148,14 @@ def run_trial(
             burn_in=_burn_in(cfg) if predict == "windowed" else None,
             metrics=target.metrics,
         )
+    return out
+
+
+def _fixed(target: Target, mode: str, cfg: dict[str, Any], predict: str) -> dict[str, Any]:
+    """The options a table sweep keeps fixed (targets.FIXED_OPTIONS). A stateful model scored
+    windowed gets a val_window, so fit scores that loss as `train` does with best.toml's
+    (sweep_files._selection): both compute the number the same way."""
+    out = dict(target.fixed)
+    if predict == "windowed" and mode == "stateful" and out.get("val_window") is None:
+        out["val_window"] = cfg["window"]
     return out

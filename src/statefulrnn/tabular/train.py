@@ -69,11 +69,12 @@ def lanes_for(train: Sequences, cfg: TableTrainConfig) -> int:
     return max(1, min(want, longest_fit))
 
 
-def output_size(train: Sequences, cfg: TableTrainConfig) -> int:
+def output_size(train: Sequences, loss: str) -> int:
     """Outputs of the network: one per target, or one logit per class for ce (classes
-    0..K-1, K = the largest index in the training targets + 1)."""
-    if cfg.loss != "ce":
-        return len(cfg.targets)
+    0..K-1, K = the largest index in the training targets + 1). `statefulrnn sweep` uses it
+    too, so its trials build the network `train` builds."""
+    if loss != "ce":
+        return train.num_outputs
     scored = [y[w > 0, 0] for y, w in zip(train.ys, train.ws)]
     top = max((float(c.max()) for c in scored if len(c)), default=0.0)
     return max(2, int(top) + 1)
@@ -193,7 +194,7 @@ def train_table(
     torch.manual_seed(cfg.seed)
     main = is_main_process()  # under torchrun, rank 0 alone writes the model folder
     model = StatefulRNN(
-        len(cfg.features), cfg.hidden, output_size(train, cfg), cell=cfg.cell, num_layers=cfg.layers
+        len(cfg.features), cfg.hidden, output_size(train, cfg.loss), cell=cfg.cell, num_layers=cfg.layers
     )
     monitor = cfg.monitor or default_monitor(cfg.mode)
     if monitor == "val_loss_windowed" and cfg.val_window is None:
