@@ -11,6 +11,14 @@ from pathlib import Path
 from statefulrnn.cli import distributed
 from statefulrnn.cli import options as o
 
+# its line in `statefulrnn --help`
+HELP = "train a seed task stateful and stateless, compare both prediction modes"
+DESCRIPTION = (
+    "Run the configurations a seed experiment compares (the seed's stateless recipe, its "
+    "stateful recipe, and statefulrnn's recommended one), evaluate each with stateful and "
+    "windowed prediction, check the seed's claims, and write a report."
+)
+
 EPILOG = """examples:
   statefulrnn compare first-bit --quick           a small run in well under a minute
   statefulrnn compare --all --quick               every task, about 2 minutes on 2 quiet cores
@@ -23,15 +31,7 @@ Writes results.json, report.html (self-contained) and PNG plots to --out
 
 
 def add_parser(sub) -> None:
-    p = o.add_command(
-        sub,
-        "compare",
-        help="train a seed task stateful and stateless, compare both prediction modes",
-        description="Run the configurations a seed experiment compares (the seed's stateless recipe, its "
-        "stateful recipe, and statefulrnn's recommended one), evaluate each with stateful and "
-        "windowed prediction, check the seed's claims, and write a report.",
-        epilog=EPILOG,
-    )
+    p = o.add_command(sub, "compare", HELP, DESCRIPTION, EPILOG)
     p.add_argument("task", nargs="?", help="task name (see `statefulrnn tasks`)")
     p.add_argument("--all", action="store_true", help="run every built-in task")
     p.add_argument(

@@ -7,6 +7,7 @@ from pathlib import Path
 from statefulrnn import records
 from statefulrnn.cli import options as o
 
+HELP = "score a trained model on a file, stateful vs windowed"  # its line in `statefulrnn --help`
 DESCRIPTION = """\
 Score a model from `statefulrnn train` on a CSV or Parquet file that has the target columns.
 
@@ -34,13 +35,7 @@ DEFAULTS = {"season": ()}
 
 
 def add_parser(subparsers) -> None:
-    p = o.add_command(
-        subparsers,
-        "evaluate",
-        help="score a trained model on a file, stateful vs windowed",
-        description=DESCRIPTION,
-        epilog=EPILOG,
-    )
+    p = o.add_command(subparsers, "evaluate", HELP, DESCRIPTION, EPILOG)
     o.add_model_and_data(p)
     o.add_window(p)
     p.add_argument(

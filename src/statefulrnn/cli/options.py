@@ -254,7 +254,9 @@ def add_config(parser) -> None:
 
 def add_model_and_data(parser) -> None:
     """MODEL_DIR DATA (positional, optional: a config file may name them) and --config."""
-    parser.add_argument("model", nargs="?", metavar="MODEL_DIR", help="folder from statefulrnn train")
+    parser.add_argument(
+        "model", nargs="?", metavar="MODEL_DIR", help="folder from statefulrnn train"
+    )
     parser.add_argument("data", nargs="?", metavar="DATA", help="CSV (.csv, .tsv) or Parquet file")
     add_config(parser)
 

@@ -7,6 +7,7 @@ import sys
 from statefulrnn.cli import options as o
 from statefulrnn.modes import PREDICT_MODES
 
+HELP = "predict a CSV or Parquet file with a trained model"  # its line in `statefulrnn --help`
 DESCRIPTION = """\
 Predict every row of a CSV or Parquet file with a model from `statefulrnn train`.
 
@@ -38,13 +39,7 @@ DEFAULTS: dict = {}  # mode, window, burn-in: the model's own (its training sett
 
 
 def add_parser(subparsers) -> None:
-    p = o.add_command(
-        subparsers,
-        "predict",
-        help="predict a CSV or Parquet file with a trained model",
-        description=DESCRIPTION,
-        epilog=EPILOG,
-    )
+    p = o.add_command(subparsers, "predict", HELP, DESCRIPTION, EPILOG)
     o.add_model_and_data(p)
     p.add_argument(
         "--mode",

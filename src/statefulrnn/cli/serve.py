@@ -10,6 +10,8 @@ import sys
 
 from statefulrnn.cli import options as o
 
+# its line in `statefulrnn --help`
+HELP = "serve streams over HTTP/WebSocket with micro-batching and durable state"
 DESCRIPTION = """\
 Serve a model's streams over HTTP and WebSocket, in your units (x scaled as in training, y
 scaled back and through the loss's link, as `statefulrnn predict` answers). Each stream (any
@@ -34,13 +36,7 @@ examples:
 
 
 def add_parser(subparsers) -> None:
-    p = o.add_command(
-        subparsers,
-        "serve",
-        help="serve streams over HTTP/WebSocket with micro-batching and durable state",
-        description=DESCRIPTION,
-        epilog=EPILOG,
-    )
+    p = o.add_command(subparsers, "serve", HELP, DESCRIPTION, EPILOG)
     p.add_argument("model", metavar="MODEL_DIR", help="a saved model folder (model.json inside)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0: any free)")

@@ -25,6 +25,8 @@ from statefulrnn.streams.lines import (
     parse_line,
 )
 
+# its line in `statefulrnn --help`
+HELP = "serve streams step by step from JSON or CSV lines, keeping each stream's state"
 DESCRIPTION = """\
 Serve a model step by step: each input line is one step of one stream (a named, open-ended
 sequence), and gets one output line with the model's prediction at that step. Each stream's
@@ -62,13 +64,7 @@ examples:
 
 
 def add_parser(subparsers) -> None:
-    p = o.add_command(
-        subparsers,
-        "stream",
-        help="serve streams step by step from JSON or CSV lines, keeping each stream's state",
-        description=DESCRIPTION,
-        epilog=EPILOG,
-    )
+    p = o.add_command(subparsers, "stream", HELP, DESCRIPTION, EPILOG)
     p.add_argument("model", metavar="MODEL_DIR", help="a saved model folder (model.json inside)")
     p.add_argument("--input", metavar="FILE", help="read lines from FILE (default: stdin)")
     p.add_argument(

@@ -10,6 +10,8 @@ from pathlib import Path
 from statefulrnn.cli import options as o
 from statefulrnn.modes import PREDICT_MODES
 
+# its line in `statefulrnn --help`
+HELP = "search window, state mode and model size with Optuna (resumable, distributed)"
 DESCRIPTION = """\
 Search the training configuration of a built-in task or a CSV/Parquet file: state mode
 (stateful, stateless, stateless + burn-in), window, batch size, cell, hidden units, layers and
@@ -63,13 +65,7 @@ NOT_USED = ("data", "out", "force", "seed", "threads")  # the sweep's own (DATA,
 
 
 def add_parser(sub) -> None:
-    p = o.add_command(
-        sub,
-        "sweep",
-        help="search window, state mode and model size with Optuna (resumable, distributed)",
-        description=DESCRIPTION,
-        epilog=EPILOG,
-    )
+    p = o.add_command(sub, "sweep", HELP, DESCRIPTION, EPILOG)
     p.add_argument("target", nargs="?", metavar="TASK|DATA", help="task name or CSV/Parquet file")
     p.add_argument("--trials", type=int, required=True, metavar="N", help="trials in all workers")
     p.add_argument("--timeout", type=float, metavar="S", help="start no trial after S seconds")

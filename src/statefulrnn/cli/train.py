@@ -11,6 +11,7 @@ from statefulrnn.modes import TRAIN_MODES
 from statefulrnn.tabular.config import MONITORS, TableTrainConfig, defaults
 from statefulrnn.train.config import OPTIMIZER_NAMES
 
+HELP = "train a model from a CSV or Parquet file"  # its line in `statefulrnn --help`
 DESCRIPTION = """\
 Train a stateful (or stateless) recurrent model on a CSV or Parquet file.
 
@@ -58,13 +59,7 @@ summary.json.
 
 def add_parser(subparsers) -> None:
     d = defaults()
-    p = o.add_command(
-        subparsers,
-        "train",
-        help="train a model from a CSV or Parquet file",
-        description=DESCRIPTION,
-        epilog=EPILOG,
-    )
+    p = o.add_command(subparsers, "train", HELP, DESCRIPTION, EPILOG)
     p.add_argument("data", nargs="?", metavar="DATA", help="CSV (.csv, .tsv) or Parquet file")
     o.add_config(p)
     t = p.add_argument_group("the table")
