@@ -69,3 +69,23 @@ def test_keras_benchmark_times_the_bare_loop_at_default_and_one_thread(tmp_path)
     bare = {k: v for k, v in res["median"].items() if k.startswith("bare_")}
     assert res["best_bare"] == min(bare, key=bare.__getitem__)
     assert res["speedup_vs"]["best_bare"] == bare[res["best_bare"]] / res["median"]["statefulrnn"]
+
+
+@pytest.mark.slow
+def test_serve_benchmark_runs_end_to_end_and_writes_its_json(tmp_path):
+    """bench_serve.py starts `statefulrnn serve`, drives it with serve_client.py processes and
+    writes its JSON (a short run: two loads, the embedded store; numbers are not asserted)."""
+    pytest.importorskip("uvicorn")
+    out = tmp_path / "serve.json"
+    result = load("bench_serve").main(
+        ["--seconds", "0.3", "--streams", "20", "--no-redis", "--out", str(out),
+         "--loads", "single_stream_http,many_websocket"]
+    )  # fmt: skip
+    saved = json.loads(out.read_text())
+    assert saved["stores"].keys() == {"sqlite"} == result["stores"].keys()
+    for name in ("single_stream_http", "many_websocket"):
+        load_result = saved["stores"]["sqlite"][name]
+        assert "errors" not in load_result, load_result
+        assert load_result["stream_steps_per_s"] > 0 and load_result["p50_ms"] > 0
+        assert load_result["server_cpu_us_per_step"] is not None
+    assert saved["in_process_streampool"]["stream_steps_per_s"] > 0

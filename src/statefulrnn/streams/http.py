@@ -17,8 +17,9 @@ Endpoints (JSON; ids in paths are strings, in bodies strings or integers):
                                     "status"}; a bad step never fails the others)
     POST   /v1/streams/{id}/reset  ->  {"id", "version"}          DELETE /v1/streams/{id}
     GET    /v1/streams/{id}        ->  {"id", "version", "seq", "held"}
-    WS     /v1/ws                  send {"id", "x", ...} or {"steps": [...]}, receive one
-                                    result per step, tagged with the id (and "tag" if sent)
+    WS     /v1/ws                  send {"id", "x", ...}: one reply {"id", "y", ...} (with
+                                    "tag" if sent), in message order; or {"steps": [...]}: one
+                                    reply {"results": [...]} as POST /v1/step answers
     GET    /healthz /readyz /metrics (Prometheus) /openapi.json /docs
 
 Order: a stream's steps apply in the order the server receives them. Steps pipelined on one
@@ -685,7 +686,8 @@ def openapi_document(description: dict) -> dict:
             },
         },
         "x-websocket": {
-            "/v1/ws": 'send step objects (or {"steps": [...]}) as text messages; one reply per step'
+            "/v1/ws": 'send a step object (one reply) or {"steps": [...]} (one {"results": [...]}'
+            " reply) per text message; replies come in message order"
         },
     }
 

@@ -44,26 +44,34 @@ class Metrics:
         held.set_function(lambda: service.held)
         self._known = Gauge("statefulrnn_streams_known", "Streams in the store", registry=r)
         self._service = service
+        self._ok = self.requests.labels("200")
+        self._by_status: dict = {}
 
     def batch(self, n_calls: int, n_requests: int, seconds: float) -> None:
         self.batch_requests.observe(n_requests)
         self.batch_seconds.observe(seconds)
 
     def steps(self, results, seconds: float) -> None:
-        ok = 0
+        """Count one request's results (runs per request: kept to ~1 us)."""
+        ok = steps = 0
         for res in results:
             if res.error is None:
                 ok += 1
                 if not res.replayed:
-                    self.applied.inc(len(res.y))
+                    steps += len(res.y)
             else:
-                self.requests.labels(str(res.status)).inc()
+                self.refused(res.status)
         if ok:
-            self.requests.labels("200").inc(ok)
+            self._ok.inc(ok)
+        if steps:
+            self.applied.inc(steps)
         self.latency.observe(seconds)
 
     def refused(self, status: int) -> None:
-        self.requests.labels(str(status)).inc()
+        child = self._by_status.get(status)
+        if child is None:
+            child = self._by_status[status] = self.requests.labels(str(status))
+        child.inc()
 
     def store_error(self) -> None:
         self.store_errors.inc()
