@@ -450,6 +450,29 @@ def test_threads_stepping_their_own_streams_get_the_same_numbers():
         assert_close(feed.outputs(), [whole(model, xs[i]) for i in g])
 
 
+def test_an_error_in_a_block_reaches_the_caller_and_the_pool_steps_on():
+    model = make_model()
+    x = np.stack(make_xs([2] * 8, seed=6))
+    a, b, c = forced("blocks", 1)
+    with a, b, c:
+        pool = sr.StreamPool(model, threads=2)
+        calls = []
+
+        def boom(*args):
+            calls.append(threading.current_thread().name)
+            raise RuntimeError("boom in a block")
+
+        with (
+            mock.patch.object(FusedKernel, "_run_torch", boom),
+            pytest.raises(RuntimeError, match="boom in a block"),
+        ):
+            pool.step(list(range(8)), x)
+        assert 1 <= len(calls) <= 2  # one per thread at most: no block is taken after an error
+        fresh = [f"n{i}" for i in range(8)]  # the pool steps on, in blocks, as a new one does
+        want = sr.StreamPool(model, threads=2).step(fresh, x)
+        np.testing.assert_array_equal(pool.step(fresh, x), want)
+
+
 def test_blocked_steps_work_in_a_forked_child():
     """Worker threads do not survive fork: the child makes its own and gets the same numbers."""
     model = make_model("lstm", 1)

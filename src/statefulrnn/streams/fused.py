@@ -37,7 +37,6 @@ thread (torch releases the GIL inside its calls, and rows of distinct streams ne
 
 from __future__ import annotations
 
-import itertools
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -107,6 +106,42 @@ class _Workspace:
         # the gates that take a sigmoid: LSTM [i, f, o] (and g in "twice"), GRU [r, z]
         sig = {"lstm": 4 if self.scaled == "twice" else 3, "gru": 2, "rnn": 0}[k.cell]
         self.sig = v(gates[:, : sig * h])
+
+
+class _Blocks:
+    """The blocks of one large call, handed out one at a time to whichever thread asks.
+
+    The caller takes blocks too and then waits only for blocks other threads are running: a
+    worker thread that starts late (its core busy with another process) finds none left and
+    ends, and nobody waits for it."""
+
+    def __init__(self, count: int):
+        self.count, self.next, self.running = count, 0, 0
+        self.error: BaseException | None = None
+        self.cond = threading.Condition()
+
+    def take(self) -> int | None:
+        with self.cond:
+            if self.error is not None or self.next >= self.count:
+                return None
+            self.next += 1
+            self.running += 1
+            return self.next - 1
+
+    def finish(self, error: BaseException | None = None) -> None:
+        with self.cond:
+            self.running -= 1
+            if error is not None and self.error is None:
+                self.error = error
+            self.cond.notify_all()
+
+    def wait(self) -> None:
+        """Until no block is running; re-raises a worker thread's error."""
+        with self.cond:
+            self.cond.wait_for(lambda: self.running == 0)
+            error = self.error
+        if error is not None:
+            raise error
 
 
 class FusedKernel:
@@ -250,30 +285,31 @@ class FusedKernel:
         batch, k = x.shape[0], x.shape[1]
         y = torch.empty(batch, k, self.head_w.shape[1], device=self.device, dtype=self.dtype)
         starts = range(0, batch, BLOCK_ROWS)
-        taken = itertools.count()  # next(): one block to one thread (atomic under the GIL)
+        share = _Blocks(len(starts))
 
         def work(lane: int) -> None:
             if lane and torch.get_num_threads() != 1:
                 torch.set_num_threads(1)  # this worker thread's own setting, once
-            while (n := next(taken)) < len(starts):
-                lo = starts[n]
-                hi = min(lo + BLOCK_ROWS, batch)
-                ws = self._workspace(hi - lo, numpy=False, lane=lane)
-                rows = idx[lo:hi]
-                torch.index_select(slab, 0, rows, out=ws.state_t)  # gather
-                y[lo:hi] = self._run_torch(ws, x[lo:hi])
-                scatter(slab, rows, ws.state_t)
+            while (n := share.take()) is not None:
+                try:
+                    lo = starts[n]
+                    hi = min(lo + BLOCK_ROWS, batch)
+                    ws = self._workspace(hi - lo, numpy=False, lane=lane)
+                    rows = idx[lo:hi]
+                    torch.index_select(slab, 0, rows, out=ws.state_t)  # gather
+                    y[lo:hi] = self._run_torch(ws, x[lo:hi])
+                    scatter(slab, rows, ws.state_t)
+                except BaseException as err:
+                    share.finish(err)
+                    raise
+                share.finish()
 
-        helpers = min(workers, len(starts)) - 1
-        if helpers <= 0:
-            work(0)
-            return y
-        done = [_pool().submit(work, lane) for lane in range(1, helpers + 1)]
+        for lane in range(1, min(workers, len(starts))):
+            _pool().submit(work, lane)
         try:
             work(0)
         finally:
-            for future in done:
-                future.result()  # waits; re-raises a worker's error here
+            share.wait()  # the blocks other threads took; never a thread that started late
         return y
 
     def _run_torch(self, ws: _Workspace, x: Tensor) -> Tensor:
