@@ -458,7 +458,7 @@ def test_an_error_in_a_block_reaches_the_caller_and_the_pool_steps_on():
         pool = sr.StreamPool(model, threads=2)
         calls = []
 
-        def boom(*args):
+        def boom(*args, **kwargs):
             calls.append(threading.current_thread().name)
             raise RuntimeError("boom in a block")
 
@@ -471,6 +471,33 @@ def test_an_error_in_a_block_reaches_the_caller_and_the_pool_steps_on():
         fresh = [f"n{i}" for i in range(8)]  # the pool steps on, in blocks, as a new one does
         want = sr.StreamPool(model, threads=2).step(fresh, x)
         np.testing.assert_array_equal(pool.step(fresh, x), want)
+
+
+@pytest.mark.parametrize("cell", FAST)
+@pytest.mark.parametrize("path", ["torch", "blocks"])
+def test_streams_in_slab_order_step_in_place_with_the_same_numbers(cell, path):
+    """Ids stepped in the order they were admitted sit in consecutive slab rows: the step runs
+    on the slab itself (no gather or scatter). Against the same streams stepped in reverse
+    order (gathered), and one forward per stream, float64."""
+    model = make_model(cell, 2, dtype=torch.float64)
+    xs = make_xs([5] * 9, seed=7)
+    ids = [f"s{i}" for i in range(9)]
+    a, b, c = forced(path, 2)
+    with a, b, c:
+        in_order, reverse = sr.StreamPool(model, threads=2), sr.StreamPool(model, threads=2)
+        in_order.step(ids, np.zeros((9, 1, F)))  # admitted in order: rows 0..8
+        reverse.step(ids, np.zeros((9, 1, F)))
+        x = np.stack(xs)
+        with mock.patch.object(fused, "scatter", wraps=fused.scatter) as scatter:
+            got = np.concatenate([in_order.step(ids, x[:, :1]), in_order.step(ids, x[:, 1:])], 1)
+            assert scatter.call_count == 0  # in place
+            back = [reverse.step(ids[::-1], x[::-1, :1]), reverse.step(ids[::-1], x[::-1, 1:])]
+            assert scatter.call_count >= 2  # gathered and scattered
+    want = np.concatenate(back, 1)[::-1]
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
+    for i in range(9):  # each stream: the zero step of the first call, then its x
+        full = whole(model, np.concatenate([np.zeros((1, F)), xs[i]]))[1:]
+        np.testing.assert_allclose(got[i], full, rtol=0, atol=1e-10)
 
 
 def test_blocked_steps_work_in_a_forked_child():

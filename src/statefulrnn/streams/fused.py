@@ -108,6 +108,26 @@ class _Workspace:
         self.sig = v(gates[:, : sig * h])
 
 
+class _InPlace:
+    """A _Workspace's views for rows [lo, hi) of the slab itself, for a call whose streams sit
+    in consecutive slab rows in the call's order (the same ids stepped again, as they were
+    admitted): no gather, no scatter. h and c are slab columns; layer 0's input is x and h0
+    apart (two GEMMs: x is not in the slab), deeper layers read [h_{i-1}, h_i] in one."""
+
+    def __init__(self, k: FusedKernel, ws: _Workspace, slab: Tensor, lo: int, hi: int):
+        h, n, rows = k.hidden, k.num_layers, slab[lo:hi]
+        self.h = [rows[:, i * h : (i + 1) * h] for i in range(n)]
+        self.c = (
+            [rows[:, (n + i) * h : (n + i + 1) * h] for i in range(n)] if k.cell == "lstm" else []
+        )
+        self.inp: list[Tensor | None] = [None] + [
+            rows[:, (i - 1) * h : (i + 1) * h] for i in range(1, n)
+        ]
+        self.gates, self.parts, self.tmp = ws.gates, ws.parts, ws.tmp
+        self.sig, self.scaled = ws.sig, ws.scaled
+        self.x: Tensor | None = None  # this step's input [B, F], set by _run_torch
+
+
 class _Blocks:
     """The blocks of one large call, handed out one at a time to whichever thread asks.
 
@@ -142,6 +162,9 @@ class _Blocks:
             error = self.error
         if error is not None:
             raise error
+
+
+_Views = _Workspace | _InPlace  # what a step's layers read and write
 
 
 class FusedKernel:
@@ -264,9 +287,12 @@ class FusedKernel:
         batch = x.shape[0]
         if self.numpy_ok and batch <= NUMPY_MAX_ROWS:
             return torch.from_numpy(self.step_numpy(slab.numpy(), idx.numpy(), x.numpy()))
+        first = _first_of_run(idx)
         if self.splits(batch):
-            return self._step_blocks(slab, idx, x, workers)
+            return self._step_blocks(slab, idx, x, workers, first)
         ws = self._workspace(batch, numpy=False)
+        if first is not None:
+            return self._run_torch(_InPlace(self, ws, slab, first, first + batch), x)
         torch.index_select(slab, 0, idx, out=ws.state_t)  # gather
         y = self._run_torch(ws, x)
         scatter(slab, idx, ws.state_t)
@@ -281,7 +307,9 @@ class FusedKernel:
         slab[slots] = ws.state  # scatter
         return y
 
-    def _step_blocks(self, slab: Tensor, idx: Tensor, x: Tensor, workers: int) -> Tensor:
+    def _step_blocks(
+        self, slab: Tensor, idx: Tensor, x: Tensor, workers: int, first: int | None
+    ) -> Tensor:
         batch, k = x.shape[0], x.shape[1]
         y = torch.empty(batch, k, self.head_w.shape[1], device=self.device, dtype=self.dtype)
         starts = range(0, batch, BLOCK_ROWS)
@@ -295,10 +323,14 @@ class FusedKernel:
                     lo = starts[n]
                     hi = min(lo + BLOCK_ROWS, batch)
                     ws = self._workspace(hi - lo, numpy=False, lane=lane)
-                    rows = idx[lo:hi]
-                    torch.index_select(slab, 0, rows, out=ws.state_t)  # gather
-                    y[lo:hi] = self._run_torch(ws, x[lo:hi])
-                    scatter(slab, rows, ws.state_t)
+                    if first is not None:
+                        at = _InPlace(self, ws, slab, first + lo, first + hi)
+                        self._run_torch(at, x[lo:hi], out=y[lo:hi])
+                    else:
+                        rows = idx[lo:hi]
+                        torch.index_select(slab, 0, rows, out=ws.state_t)  # gather
+                        self._run_torch(ws, x[lo:hi], out=y[lo:hi])
+                        scatter(slab, rows, ws.state_t)
                 except BaseException as err:
                     share.finish(err)
                     raise
@@ -312,32 +344,57 @@ class FusedKernel:
             share.wait()  # the blocks other threads took; never a thread that started late
         return y
 
-    def _run_torch(self, ws: _Workspace, x: Tensor) -> Tensor:
+    def _run_torch(self, ws: _Views, x: Tensor, out: Tensor | None = None) -> Tensor:
+        """x [B, k, F] through every layer and the head, k steps; y [B, k, O] (into `out`)."""
         layer = {"lstm": self._lstm, "gru": self._gru, "rnn": self._rnn}[self.cell]
         weights, last = self.weights[ws.scaled], ws.h[-1]
         if x.shape[1] == 1:
-            ws.x.copy_(x.reshape(x.shape[0], -1))
+            if isinstance(ws, _InPlace):
+                ws.x = x[:, 0]
+            else:
+                ws.x.copy_(x.reshape(x.shape[0], -1))
             for i, (w, b) in enumerate(weights):
                 layer(ws, i, w, b)
-            return self._head(last).unsqueeze(1)
+            if out is None:
+                return self._head(last).unsqueeze(1)
+            out[:, 0] = self._head(last)
+            return out
         ys = torch.empty(
             x.shape[1], x.shape[0], self.head_w.shape[1], device=self.device, dtype=self.dtype
         )
         for xs, y in zip(x.unbind(1), ys.unbind(0)):
-            ws.x.copy_(xs)
+            if isinstance(ws, _InPlace):
+                ws.x = xs
+            else:
+                ws.x.copy_(xs)
             for i, (w, b) in enumerate(weights):
                 layer(ws, i, w, b)
             self._head(last, out=y)
-        return ys.transpose(0, 1).contiguous()
+        if out is None:
+            return ys.transpose(0, 1).contiguous()
+        out.copy_(ys.transpose(0, 1))
+        return out
+
+    def _gates(self, ws: _Views, i: int, w: Tensor, b: Tensor) -> None:
+        """ws.gates = [input, h] @ w + b for layer i (in place on the slab, layer 0 in two
+        GEMMs: x, then h0 added)."""
+        inp = ws.inp[i]
+        if inp is not None:
+            torch.addmm(b, inp, w, out=ws.gates)
+            return
+        f, x = self.input_size, ws.x
+        assert isinstance(x, Tensor)  # set for this step by _run_torch
+        torch.addmm(b, x, w[:f], out=ws.gates)
+        ws.gates.addmm_(ws.h[0], w[f:])
 
     def _head(self, h: Tensor, out: Tensor | None = None) -> Tensor:
         if self.head_b is None:
             return torch.mm(h, self.head_w, out=out)
         return torch.addmm(self.head_b, h, self.head_w, out=out)
 
-    def _lstm(self, ws: _Workspace, i: int, w: Tensor, b: Tensor) -> None:
+    def _lstm(self, ws: _Views, i: int, w: Tensor, b: Tensor) -> None:
         h, c, (ig, fg, og, gg) = ws.h[i], ws.c[i], ws.parts
-        torch.addmm(b, ws.inp[i], w, out=ws.gates)
+        self._gates(ws, i, w, b)
         ws.sig.sigmoid_()
         if ws.scaled == "twice":
             # gg holds sigmoid(2g), so i * tanh(g) = 2 * i * gg - i
@@ -350,9 +407,9 @@ class FusedKernel:
             c.mul_(fg).addcmul_(ig, gg)
             torch.tanh(c, out=h).mul_(og)
 
-    def _gru(self, ws: _Workspace, i: int, w: Tensor, b: Tensor) -> None:
+    def _gru(self, ws: _Views, i: int, w: Tensor, b: Tensor) -> None:
         h, (r, z, nx, nh) = ws.h[i], ws.parts
-        torch.addmm(b, ws.inp[i], w, out=ws.gates)
+        self._gates(ws, i, w, b)
         ws.sig.sigmoid_()
         nx.addcmul_(r, nh)  # n's pre-activation (twice it, in the "twice" weights)
         if ws.scaled == "twice":
@@ -361,8 +418,8 @@ class FusedKernel:
             nx.tanh_()
         h.sub_(nx).mul_(z).add_(nx)  # h' = n + z * (h - n) = (1 - z) * n + z * h
 
-    def _rnn(self, ws: _Workspace, i: int, w: Tensor, b: Tensor) -> None:
-        torch.addmm(b, ws.inp[i], w, out=ws.gates)
+    def _rnn(self, ws: _Views, i: int, w: Tensor, b: Tensor) -> None:
+        self._gates(ws, i, w, b)
         if ws.scaled == "twice":
             torch.mul(ws.gates.sigmoid_(), 2, out=ws.h[i]).sub_(1)
         else:
@@ -440,6 +497,17 @@ def _after_fork() -> None:
 
 
 os.register_at_fork(after_in_child=_after_fork)
+
+
+def _first_of_run(idx: Tensor) -> int | None:
+    """The first slab row if `idx` (CPU) is consecutive rows in order (first, first + 1, ...)."""
+    if idx.device.type != "cpu" or len(idx) == 0:
+        return None
+    rows = idx.numpy()
+    first = int(rows[0])
+    if int(rows[-1]) - first != len(rows) - 1:
+        return None
+    return first if len(rows) < 2 or bool((np.diff(rows) == 1).all()) else None
 
 
 def _pool() -> ThreadPoolExecutor:

@@ -393,11 +393,13 @@ class StreamPool:
             and x.dtype == _NUMPY.get(dtype)
             and x.flags.writeable
             and device.type == "cpu"
+            and all(st >= 0 for st in x.strides)
         ):
             xt = torch.from_numpy(x)  # no copy: the kernel reads it once, before returning
         else:
             a = np.asarray(x)
-            if not a.flags.writeable:  # e.g. pandas' copy-on-write arrays: torch wants a copy
+            # pandas' copy-on-write arrays, reversed views (x[::-1]): torch wants a copy
+            if not a.flags.writeable or any(st < 0 for st in a.strides):
                 a = a.copy()
             xt = torch.as_tensor(a, dtype=dtype, device=device)
         f = self.model.input_size
