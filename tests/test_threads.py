@@ -165,6 +165,20 @@ def test_import_sets_a_passive_openmp_wait_policy_unless_the_user_chose_one():
     assert out.stdout.strip() == "None", out.stderr  # torch already loaded: too late, untouched
 
 
+def test_import_asks_for_huge_pages_unless_the_user_chose_or_torch_is_loaded():
+    code = "import os, statefulrnn; print(os.environ.get('THP_MEM_ALLOC_ENABLE'))"
+    env = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.stdout.strip() == "1", out.stderr
+    env["THP_MEM_ALLOC_ENABLE"] = "0"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.stdout.strip() == "0", out.stderr
+    code = "import os, torch, statefulrnn; print(os.environ.get('THP_MEM_ALLOC_ENABLE'))"
+    env.pop("THP_MEM_ALLOC_ENABLE")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.stdout.strip() == "None", out.stderr  # torch already loaded: too late, untouched
+
+
 # --------------------------------------------------------------------------- no sync per update
 @pytest.fixture
 def deferred(monkeypatch):

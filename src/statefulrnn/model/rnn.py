@@ -110,7 +110,7 @@ class StatefulRNN(RecurrentModel):
             tensors = next_parts[0]
         else:
             tensors = tuple(torch.cat(ts, dim=0) for ts in zip(*next_parts))
-        y = self.head(out)
+        y = _head(self.head, out)
         new_state = State(tuple(tensors), self._names)
         return (y, new_state, hidden) if return_hidden else (y, new_state)
 
@@ -139,3 +139,15 @@ class StatefulRNN(RecurrentModel):
 def _hx(parts: tuple[Tensor, ...]) -> Tensor | tuple[Tensor, ...]:
     """A layer's initial state as PyTorch's modules take it: one tensor, or a tuple (LSTM)."""
     return parts if len(parts) > 1 else parts[0]
+
+
+def _head(head: nn.Module, out: Tensor) -> Tensor:
+    """head(out) -> [B, T, O]. On a [T, B, H]-major `out` (the CPU loop engine's), the head
+    runs in that layout and the result is transposed back: no copy of `out` (at the seed-000
+    shape, 400 x 500 x 64 floats, that copy and its gradient's took ~60 ms a chunk), and
+    the gradient reaches the engine in the layout its backward steps through."""
+    if out.dim() == 3 and not out.is_contiguous():
+        tb = out.transpose(0, 1)  # [T, B, H]: rows of unit stride, one stride between rows?
+        if tb.stride(2) == 1 and tb.stride(0) == tb.shape[1] * tb.stride(1):
+            return head(tb).transpose(0, 1)
+    return head(out)
