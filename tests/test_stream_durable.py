@@ -23,7 +23,16 @@ from hypothesis import strategies as st
 
 from statefulrnn.cli import main
 from statefulrnn.streams import StreamPool
-from statefulrnn.streams.durable import MemoryStore, SQLiteStore, StoreError, Write, store_meta
+from statefulrnn.streams.durable import (
+    MemoryStore,
+    SQLiteStore,
+    StoreError,
+    Write,
+    decode_array,
+    encode_array,
+    encode_arrays,
+    store_meta,
+)
 from statefulrnn.streams.service import StepRequest, StreamService
 
 F, H, OUT = 2, 6, 2
@@ -58,7 +67,20 @@ def test_sqlite_store_versions_refuse_a_stale_write(tmp_path):
     assert store.load(["a"])["a"].version == 1 and store.load([7])[7].version == 2
     store.commit([], deletes=["a"])
     assert store.ids() == [7] and len(store) == 1
+    store.commit([Write("b", 0, None, row, None), Write("c", 3, None, row, None)], ["gone"])
+    assert len(store) == 2  # the kept count: +1 new, stale and missing ones change nothing
     store.close()
+    reopened = SQLiteStore(tmp_path / "s.db")  # counted once at open
+    assert len(reopened) == 2 == len(reopened.ids())
+    reopened.close()
+
+
+def test_a_batch_of_rows_encodes_as_each_row_alone():
+    rows = np.random.default_rng(0).normal(size=(5, 2 * H)).astype(np.float32)
+    assert encode_arrays(list(rows)) == [encode_array(r) for r in rows]
+    mixed = [rows[0], rows[1].astype(np.float64), np.zeros((0,))]
+    assert encode_arrays(mixed) == [encode_array(a) for a in mixed]
+    np.testing.assert_array_equal(decode_array(encode_arrays(list(rows))[3]), rows[3])
 
 
 def _open_in_another_process(path) -> str:

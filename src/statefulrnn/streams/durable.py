@@ -54,12 +54,12 @@ FORMAT_VERSION = 1
 SQLITE_MAGIC = b"SQLite format 3\x00"
 SYNC_MODES = ("FULL", "NORMAL")
 BUSY_TIMEOUT_MS = 5000
-# a stream's new record, written only over the version it replaces (excluded.version is that
-# version + 1; a new stream's row must not exist yet): its row count says which applied
-UPSERT = (
-    "INSERT INTO streams (id, version, seq, state, y) VALUES (?, ?, ?, ?, ?) "
-    "ON CONFLICT (id) DO UPDATE SET version = excluded.version, seq = excluded.seq, "
-    "state = excluded.state, y = excluded.y WHERE streams.version = excluded.version - 1"
+# a stream's new record, written only over the version it replaces (UPDATE), or only if the
+# stream is not stored yet (INSERT, for version 0): their row counts say which applied
+UPDATE = "UPDATE streams SET version = ?, seq = ?, state = ?, y = ? WHERE id = ? AND version = ?"
+INSERT = (
+    "INSERT INTO streams (version, seq, state, y, id) VALUES (?, ?, ?, ?, ?) "
+    "ON CONFLICT (id) DO NOTHING"
 )
 
 
@@ -131,6 +131,19 @@ def decode_array(b: bytes | None) -> np.ndarray | None:
     ndim = int(np.frombuffer(b[4:8], "<i4")[0])
     shape = tuple(np.frombuffer(b[8 : 8 + 4 * ndim], "<i4").tolist())
     return np.frombuffer(b[8 + 4 * ndim :], dtype).reshape(shape).copy()
+
+
+def encode_arrays(arrays: list[np.ndarray]) -> list[bytes]:
+    """`encode_array` of each, done once for a micro-batch's rows when they share a dtype and
+    shape (they do: one model's states): one header, one copy, then slices."""
+    if not arrays:
+        return []
+    first = arrays[0]
+    if any(a.shape != first.shape or a.dtype != first.dtype for a in arrays):
+        return [encode_array(a) for a in arrays]
+    head = encode_array(first)[: -first.nbytes or None]
+    data, size = np.stack(arrays).tobytes(), first.nbytes
+    return [head + data[i * size : (i + 1) * size] for i in range(len(arrays))]
 
 
 def encode_answers(answers: dict[int, np.ndarray] | None) -> bytes | None:
@@ -350,28 +363,28 @@ class SQLiteStore(StateStore):
         return out
 
     def commit(self, writes, deletes=()):
-        """One transaction: each write is an upsert that applies only if the stored version
-        is still the one the write replaces (the compare-and-set is in the statement, so the
-        usual commit reads nothing first); if any did not apply, the transaction is redone
+        """One transaction: each write applies only if the stored version is still the one it
+        replaces (`UPDATE ... WHERE version = ?`; a new stream's `INSERT` only if absent), so
+        the usual commit reads nothing first; if any did not apply, the transaction is redone
         with the stale writes left out (they are returned)."""
         db = self._conn
         deletes = [(key_of(i),) for i in deletes]
+        states = encode_arrays([w.row for w in writes])
         rows = [
-            (key_of(w.sid), w.version + 1, w.seq, encode_array(w.row), encode_answers(w.answers))
-            for w in writes
+            (w.version + 1, w.seq, state, encode_answers(w.answers), key_of(w.sid), w.version)
+            for w, state in zip(writes, states)
         ]
         conflicts: set[Hashable] = set()
         try:
             db.execute("BEGIN IMMEDIATE")  # the write lock first: versions stay as read
             try:
-                applied = db.executemany(UPSERT, rows).rowcount if rows else 0
+                applied = self._write(rows)
                 if applied != len(rows):  # another version is stored for some: redo without them
                     db.execute("ROLLBACK")
                     db.execute("BEGIN IMMEDIATE")
                     have = self._versions([w.sid for w in writes])
                     conflicts = {w.sid for w in writes if have.get(w.sid, 0) != w.version}
-                    rows = [r for w, r in zip(writes, rows) if w.sid not in conflicts]
-                    db.executemany(UPSERT, rows)
+                    self._write([r for w, r in zip(writes, rows) if w.sid not in conflicts])
                 gone = 0
                 if deletes:
                     gone = db.executemany("DELETE FROM streams WHERE id = ?", deletes).rowcount
@@ -384,6 +397,14 @@ class SQLiteStore(StateStore):
         except sqlite3.Error as err:
             raise StoreError(f"committing to {self.path}: {err}") from None
         return conflicts
+
+    def _write(self, rows: list[tuple]) -> int:
+        """Updates (version > 0) and inserts (version 0) of `commit`; how many applied."""
+        db = self._conn
+        updates = [r for r in rows if r[5]]
+        inserts = [r[:5] for r in rows if not r[5]]
+        applied = db.executemany(UPDATE, updates).rowcount if updates else 0
+        return applied + (db.executemany(INSERT, inserts).rowcount if inserts else 0)
 
     def _versions(self, ids: list[Hashable]) -> dict[Hashable, int]:
         out: dict[Hashable, int] = {}

@@ -32,7 +32,7 @@ from statefulrnn.streams.durable import (
     decode_answers,
     decode_array,
     encode_answers,
-    encode_array,
+    encode_arrays,
     id_of,
     key_of,
 )
@@ -175,11 +175,11 @@ class RedisStore(StateStore):
             return set()
         keys.append(self._count_key)
         args: list = [len(writes)]
-        for w in writes:
+        for w, state in zip(writes, encode_arrays([w.row for w in writes])):
             args += [
                 w.version,
                 "" if w.seq is None else str(w.seq),
-                encode_array(w.row),
+                state,
                 encode_answers(w.answers) or b"",
             ]
         refused = self._call("commit", self._commit, keys, args)
