@@ -172,3 +172,28 @@ def test_every_training_option_is_a_config_file_key_read_by_its_fields_type(tmp_
     (tmp_path / "m.toml").write_text('metrics = ["accuracy"]\n')  # set by the loss, not here
     with pytest.raises(OptionError, match="unknown option 'metrics'"):
         load_config(tmp_path / "m.toml", "train")
+
+
+# --------------------------------------------------------------------------- modes
+def test_the_mode_names_are_listed_in_modes_py_alone():
+    """No module spells its own list of modes again: a tuple or list of two or more mode names
+    outside statefulrnn/modes.py fails, naming the file and line."""
+    import ast
+    from pathlib import Path
+
+    from statefulrnn import modes
+
+    names = set(modes.SWEEP_MODES) | set(modes.PREDICT_MODES)
+    src = Path(modes.__file__).parent
+    found = []
+    for path in sorted(src.rglob("*.py")):
+        if path.name == "modes.py" and path.parent == src:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.Tuple, ast.List)) and len(node.elts) >= 2:
+                values = [e.value for e in node.elts if isinstance(e, ast.Constant)]
+                if len(values) == len(node.elts) and set(values) <= names:
+                    found.append(f"{path.relative_to(src)}:{node.lineno}")
+    assert found == [], f"mode names listed outside modes.py: {found}"
+    assert modes.training_mode(modes.STATELESS_BURN_IN) == "stateless"
+    assert [modes.training_mode(m) for m in modes.TRAIN_MODES] == list(modes.TRAIN_MODES)
