@@ -182,3 +182,28 @@ def test_a_stateful_run_scores_its_windowed_validation_when_given_val_window():
         record = sr.fit(model, train, val, val_window=4, **kw).last
     again = sr.evaluate(model, val, mode="windowed", window=4)
     assert record["val_loss_windowed"] == pytest.approx(again["loss"], rel=1e-12)
+
+
+def test_predict_and_evaluate_print_library_warnings_as_one_line(tmp_path, capsys):
+    """A TableWarning (an id-like column, no --id) reads as `statefulrnn predict: warning:
+    ...`, as train prints it, not as Python's `file:line: TableWarning:` and a source line."""
+    pd = pytest.importorskip("pandas")
+    from statefulrnn.cli import main
+
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"site": np.repeat(list("abcdefgh"), 6), "x": rng.normal(size=48)})
+    df["y"] = df.x.cumsum()
+    csv = tmp_path / "d.csv"
+    df.to_csv(csv, index=False)
+    out = tmp_path / "m"
+    assert main(["train", str(csv), "--features=x", "--targets=y", "--epochs=1", f"--out={out}"]) == 0
+    capsys.readouterr()
+    for command in (["predict", str(out), str(csv), "-o", str(tmp_path / "p.csv")],
+                    ["evaluate", str(out), str(csv), "--no-plot"]):  # fmt: skip
+        # a process of its own: pytest records warnings instead of showing them
+        run = subprocess.run(
+            [sys.executable, "-m", "statefulrnn", *command], capture_output=True, text=True
+        )
+        assert run.returncode == 0, run.stderr
+        assert f"statefulrnn {command[0]}: warning: " in run.stderr and "'site'" in run.stderr
+        assert "TableWarning" not in run.stderr and "read_sequences(" not in run.stderr

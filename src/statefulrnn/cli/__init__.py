@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import sys
+import warnings
 
 from statefulrnn.cli import errors
 
@@ -61,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         # --threads: every library call of this command uses it (they pass threads=None)
         threads.set_default(getattr(args, "threads", None))
-        return int(args.run(args) or 0)
+        with _plain_warnings(args.command):
+            return int(args.run(args) or 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
@@ -75,6 +78,25 @@ def main(argv: list[str] | None = None) -> int:
 
     finally:
         threads.set_default(before)
+
+
+@contextlib.contextmanager
+def _plain_warnings(command: str):
+    """statefulrnn's own warnings (an id-like column, few updates per epoch) as one line,
+    `statefulrnn COMMAND: warning: ...`, not Python's `file:line: Category: ...` and source."""
+    shown = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if category.__module__.split(".")[0] == "statefulrnn":
+            print(f"statefulrnn {command}: warning: {message}", file=sys.stderr)
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = shown
 
 
 def _silence_stdout() -> None:
