@@ -87,16 +87,18 @@ def dumps(obj: Any) -> bytes:
 def parse_json(body: bytes) -> Any:
     """A request body as JSON; BadRequest naming what is wrong (and where).
 
-    orjson first (the hot path); anything it refuses is parsed again by the stdlib, which
-    accepts NaN/Infinity (refused later as "not finite", naming the step) and integers beyond
-    64 bits, and words its errors with line and column.
+    orjson first (the hot path; it bounds its own nesting, without recursing on the C
+    stack); anything it refuses is parsed again by the stdlib, which accepts NaN/Infinity
+    (refused later as "not finite", naming the step) and integers beyond 64 bits, and words
+    its errors with line and column. Only that path checks the nesting first (json.loads
+    recurses), so the byte-by-byte `_depth` scan is off the hot path.
     """
-    if _depth(body) > MAX_DEPTH:
-        raise BadRequest(f"JSON nested more than {MAX_DEPTH} deep")
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError:
         pass
+    if _depth(body) > MAX_DEPTH:
+        raise BadRequest(f"JSON nested more than {MAX_DEPTH} deep")
     if not body.strip():
         raise BadRequest("the request body is empty; send a JSON object")
     try:
