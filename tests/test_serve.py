@@ -198,6 +198,14 @@ def test_bad_inputs_get_clear_4xx_and_change_nothing_else(tmp_path):
         assert "x[0][1] = nan is not finite" in res[2]["error"]
         assert 'has no "x"' in res[3]["error"]
         assert "seq must be an integer" in res[5]["error"]
+        with c.websocket_connect("/v1/ws") as ws:  # the same refusals, one reply each
+            ws.send_text('{"id": "a", "x": [[1, 2]')  # the connection's first message
+            assert ws.receive_json()["status"] == 400
+            ws.send_text(json.dumps({"id": "a", "x": [[1, 2, 3]], "tag": 5}))
+            bad = ws.receive_json()
+            assert bad["status"] == 400 and "takes 2" in bad["error"] and bad["tag"] == 5
+            ws.send_text(json.dumps({"steps": [{"id": "z", "x": [[1.0]]}]}))
+            assert ws.receive_json()["results"][0]["status"] == 400
         r = c.post("/v1/streams/a/step", json={"x": x[2:].tolist()})
         y_after = r.json()["y"]
         assert c.get("/v1/streams/a").json()["version"] == 3

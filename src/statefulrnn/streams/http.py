@@ -437,6 +437,7 @@ class App:
                     break
                 text = message.get("text")
                 data = text.encode() if text is not None else message.get("bytes") or b""
+                obj: Any = None
                 try:
                     if len(data) > self.max_body:
                         raise BadRequest(f"message over the limit of {self.max_body} bytes", 413)
@@ -458,9 +459,7 @@ class App:
                     if isinstance(obj, dict) and obj.get("tag") is not None:
                         bad["tag"] = obj["tag"]
                     replies.put_nowait((None, 0.0, None, bad))
-                    obj = None
                     continue
-                obj = None
                 if requests:
                     fut = self.enqueue(requests)
                     replies.put_nowait((fut, time.perf_counter(), requests, build))
