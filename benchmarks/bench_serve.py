@@ -1,11 +1,11 @@
 """Load generator for `statefulrnn serve`: throughput and latency on loopback, LSTM(64), 1 in, 1 out.
 
     .venv/bin/python benchmarks/bench_serve.py [--seconds 5] [--streams 1000] [--clients 2]
-        [--quick] [--no-redis] [--out benchmarks/results/serve.json]
+        [--quick] [--no-redis] [--sync-normal] [--out benchmarks/results/serve.json]
 
 Starts `statefulrnn serve` (a real uvicorn process) with the embedded store (SQLite, FULL
 sync) and, if redis-server is installed, with a Redis store (a redis-server of its own, no
-persistence); for each it runs these closed loads, each measured over --seconds after a
+persistence) (and with --sync-normal, SQLite without an fsync per commit); for each it runs these closed loads, each measured over --seconds after a
 1 s warm-up, by --clients client processes (benchmarks/serve_client.py: asyncio protocols on
 uvloop, every request's bytes built once, so that the client's CPU does not decide the result):
 
@@ -225,6 +225,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--batch-delay-ms", type=float, default=2.0, help="serve's (default: 2)")
     parser.add_argument("--quick", action="store_true", help="1 s per load, 100 streams")
     parser.add_argument("--no-redis", action="store_true", help="skip the Redis store")
+    parser.add_argument(
+        "--sync-normal",
+        action="store_true",
+        help="also SQLite with --sync normal (no fsync per commit: what FULL's fsync costs)",
+    )
     parser.add_argument("--loads", default=",".join(LOADS), help="comma-separated subset")
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"JSON (default: {RESULTS})")
     args = parser.parse_args(argv)
@@ -258,6 +263,8 @@ def main(argv: list[str] | None = None) -> dict:
         print(json.dumps({"in_process_service_sqlite": out["in_process_service_sqlite"]}))
         model.save(tmp / "model")
         stores = {"sqlite": ["--state", str(tmp / "streams.db")]}
+        if args.sync_normal:
+            stores["sqlite_sync_normal"] = ["--state", str(tmp / "normal.db"), "--sync", "normal"]
         redis = None
         if not args.no_redis and shutil.which("redis-server"):
             rport = free_port()
