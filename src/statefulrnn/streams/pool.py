@@ -68,7 +68,8 @@ class StreamPool:
     same numbers, faster, for StatefulRNN). With a `ModelBundle` for `model`, x and y are in
     the user's units (`self.bundle`); with a bare model, in the network's.
     `threads`: CPU threads per call (None: one while a call's recurrent step is small,
-    see statefulrnn/threads.py).
+    see statefulrnn/threads.py; a large call's blocks go to that many worker threads, each on
+    one intra-op thread, see streams/fused.py).
     """
 
     def __init__(
