@@ -266,3 +266,25 @@ def test_compiled_steps_equal_the_python_steps_bit_for_bit():
 def test_the_python_steps_are_used_when_torchscript_is_turned_off(monkeypatch):
     monkeypatch.setenv("STATEFULRNN_NO_TORCHSCRIPT", "1")
     assert engine._steps() == (engine._forward_steps, engine._backward_steps)
+
+
+def test_lane_groups_leave_new_threads_torchs_count():
+    """Pool threads run at one intra-op thread; threads started afterwards get the caller's."""
+    import threading
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        for pool in engine._POOLS.values():
+            pool.shutdown(wait=True)
+        engine._POOLS.clear()  # fresh pool threads, which set their own count on first use
+        layer = torch.nn.LSTM(1, 4, batch_first=True)
+        engine.lstm_loop(layer, torch.randn(6, 3, 1), None, groups=3)
+        assert torch.get_num_threads() == 2
+        seen = []
+        t = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
+        t.start()
+        t.join()
+        assert seen == [2]
+    finally:
+        torch.set_num_threads(before)

@@ -158,8 +158,9 @@ def _in_parallel(fn, ranges: list[tuple[int, int]]) -> list:
     """fn(lo, hi) for every lane range: the first in this thread, the others in pool threads.
 
     Each pool thread runs with one intra-op thread (torch's setting is per thread), so k
-    groups use k cores; torch releases the GIL inside every op, so the groups' steps overlap.
-    The groups meet only when all are done (twice per chunk: forward and backward)."""
+    groups use k cores; the step functions run compiled by TorchScript, without the GIL, so
+    the groups' steps really overlap. The groups meet only when all are done (twice per
+    chunk: forward and backward)."""
     if len(ranges) == 1:
         return [fn(*ranges[0])]
     key = (os.getpid(), len(ranges) - 1)  # a forked child has the pool but not its threads
@@ -171,17 +172,20 @@ def _in_parallel(fn, ranges: list[tuple[int, int]]) -> list:
     before = torch.get_num_threads()
 
     def one_thread(lo: int, hi: int):
-        if torch.get_num_threads() != 1:
-            torch.set_num_threads(1)  # this pool thread only (and threads started after it)
-        return fn(lo, hi)
+        changed = torch.get_num_threads() != 1
+        if changed:  # a new pool thread: one intra-op thread from now on
+            torch.set_num_threads(1)
+        return fn(lo, hi), changed
 
     futures = [pool.submit(one_thread, lo, hi) for lo, hi in ranges[1:]]
     with thread_policy.using(1):
         first = fn(*ranges[0])
-    out = [first, *(f.result() for f in futures)]
-    if torch.get_num_threads() != before:
+    rest = [f.result() for f in futures]
+    if any(changed for _, changed in rest) or torch.get_num_threads() != before:
+        # torch.set_num_threads also sets the count threads started later begin with: the
+        # caller's again, not the pool thread's 1
         torch.set_num_threads(before)
-    return out
+    return [first, *(r for r, _ in rest)]
 
 
 def _g_scale(h: int, like: Tensor) -> Tensor:
