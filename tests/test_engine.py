@@ -165,8 +165,9 @@ def test_lane_groups_follow_the_thread_policy(monkeypatch):
     more than the lanes; an explicit count (fit's threads=, the CLI's --threads) wins."""
     monkeypatch.setattr(threads, "cpus", lambda: 4)
     assert threads.workers() == 4
-    assert engine.lane_groups(400, 64) == 3  # 25,600 lanes x hidden: 3 groups of >= 8,192
-    assert engine.lane_groups(100, 64) == 1
+    assert engine.lane_groups(400, 64) == 4  # 25,600 lanes x hidden: 4 groups of >= 4,096
+    assert engine.lane_groups(160, 64) == 2  # 10,240: 2 groups
+    assert engine.lane_groups(50, 64) == 1
     with threads.using_workers(1):
         assert engine.lane_groups(400, 64) == 1
     with threads.using_workers(2):
@@ -181,8 +182,15 @@ def test_lane_groups_follow_the_thread_policy(monkeypatch):
 
 
 # --------------------------------------------------------------------------- the chooser
-def test_chooser_picks_the_loop_for_large_cpu_training_chunks_only():
+def test_chooser_picks_the_loop_for_large_cpu_training_chunks_only(monkeypatch):
+    monkeypatch.setattr(threads, "cpus", lambda: 2)
     big = torch.nn.LSTM(1, 64, batch_first=True)
+    mid = torch.zeros(200, 100, 1)  # 12,800 lanes x hidden: the loop only in lane groups
+    assert engine.choose(big, mid) == "loop"
+    with threads.using_workers(1):
+        assert engine.choose(big, mid) == "fused"
+        assert engine.choose(big, torch.zeros(400, 100, 1)) == "loop"  # 25,600: either way
+    assert engine.choose(big, torch.zeros(100, 100, 1)) == "fused"  # 6,400: fused
     x = torch.zeros(400, 500, 1)
     assert engine.choose(big, x) == "loop"  # the seed-000 shape, training
     with torch.no_grad():

@@ -58,9 +58,10 @@ from torch import Tensor, nn
 from statefulrnn import threads as thread_policy
 
 ENGINES = ("auto", "fused", "loop")
-LOOP_MIN_WIDTH = 24_576  # lanes x hidden from which the loop beats fused nn.LSTM (training)
+LOOP_MIN_WIDTH = 24_576  # lanes x hidden from which the loop, in one thread, beats fused nn.LSTM
+LOOP_MIN_WIDTH_SPLIT = 8_192  # ... and in two lane groups or more (training)
 LOOP_MIN_STEPS = 32  # steps per chunk from which it does (fewer: its per-call setup shows)
-MIN_GROUP_WIDTH = 8_192  # lanes x hidden per lane group below which a thread does not pay
+MIN_GROUP_WIDTH = 4_096  # lanes x hidden per lane group below which a thread does not pay
 _NO_SCRIPT = "STATEFULRNN_NO_TORCHSCRIPT"  # set: the Python step functions
 _ENV = "STATEFULRNN_ENGINE"  # "fused" or "loop": force one engine (benchmarks, debugging)
 
@@ -81,7 +82,8 @@ def choose(layer: nn.Module, x: Tensor, engine: str | None = None) -> str:
     """"fused" or "loop" for this layer and chunk.
 
     The loop when: CPU, float32/float64, a layer it covers, gradients wanted (training), and a
-    chunk large enough (lanes x hidden >= LOOP_MIN_WIDTH, steps >= LOOP_MIN_STEPS); otherwise
+    chunk large enough (steps >= LOOP_MIN_STEPS, lanes x hidden >= LOOP_MIN_WIDTH, or
+    LOOP_MIN_WIDTH_SPLIT where the thread policy gives it two lane groups or more); otherwise
     the fused module. `engine` (or the environment variable STATEFULRNN_ENGINE) forces one
     where it applies."""
     forced = engine or os.environ.get(_ENV) or "auto"
@@ -95,7 +97,10 @@ def choose(layer: nn.Module, x: Tensor, engine: str | None = None) -> str:
         return "loop"
     batch, steps = x.shape[0], x.shape[1]
     hidden = cast(int, layer.hidden_size)  # torch types a Module's attributes as Tensor | Module
-    if batch * hidden < LOOP_MIN_WIDTH or steps < LOOP_MIN_STEPS:
+    split = lane_groups(batch, hidden) > 1
+    if batch * hidden < (LOOP_MIN_WIDTH_SPLIT if split else LOOP_MIN_WIDTH):
+        return "fused"
+    if steps < LOOP_MIN_STEPS:
         return "fused"
     wants_grad = torch.is_grad_enabled() and (
         x.requires_grad or any(p.requires_grad for p in layer.parameters())
