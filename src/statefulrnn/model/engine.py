@@ -5,15 +5,20 @@ returns (out [B, T, H], h_n [1, B, H] or (h_n, c_n)), computed by the engine `ch
 
 - "fused": the layer itself (`nn.LSTM`/`nn.GRU`/`nn.RNN`): cuDNN on CUDA, ATen/oneDNN on CPU.
   Always the choice on CUDA, for float16/bfloat16, and for layers the loop does not cover.
-- "loop": a Python loop over the chunk's steps inside one autograd Function with a
-  hand-written backward (no autograd node per step). Each step is one GEMM of the row
+- "loop": a loop over the chunk's steps inside one autograd Function with a hand-written
+  backward (no autograd node per step), compiled by TorchScript (`_steps`; the plain Python
+  functions where TorchScript is unavailable). Each step is one GEMM of the row
   [x_t, h_{t-1}] by [W_ih, W_hh]^T (as streams/fused.py lays it out) and a few in-place
   elementwise calls on cache-sized buffers; tanh is computed as 2 sigmoid(2z) - 1 (several
   times faster here), the g rows of the weights doubled so one sigmoid call does all gates.
   Only [x_t, h_{t-1}] and c_t are kept for backward; backward recomputes each step's gates
   with one GEMM rather than storing [T, B, 4H] of them (a pass over that much memory cost
   more than the GEMM on the machines measured), accumulates dW step by step, and gives
-  [dx_t, dh_{t-1}] with one more GEMM.
+  dh_{t-1} (and dx_t, when wanted) with one more GEMM.
+  The lanes are cut into lane groups (`lane_groups`: one per CPU the thread policy allows,
+  statefulrnn/threads.py), each stepped by its own thread at one intra-op thread; TorchScript
+  runs without the GIL, so the groups run at once and meet only at the end of forward and of
+  backward. dW and db are the sums of the groups'.
 
     # LSTM, one step t (torch's gate order [i, f, g, o])
     #   a = [x_t, h_{t-1}] [W_ih, W_hh]^T + b_ih + b_hh;  i, f, o = sigmoid(a), g = tanh(a)
@@ -21,27 +26,30 @@ returns (out [B, T, H], h_n [1, B, H] or (h_n, c_n)), computed by the engine `ch
     # backward, t = T-1 .. 0, with dh = dy_t + dh_{t+1}, dc carried:
     #   dc += dh o (1 - tanh(c_t)^2);  da_o = dh tanh(c_t) o (1 - o)
     #   da_i = dc g i (1 - i);  da_f = dc c_{t-1} f (1 - f);  da_g = dc i (1 - g^2)
-    #   dW += da^T [x_t, h_{t-1}];  [dx_t, dh_{t-1}] = da W;  dc <- dc f
+    #   dW += da^T [x_t, h_{t-1}];  dh_{t-1} = da W_hh;  dx_t = da W_ih;  dc <- dc f
 
-Measured on this project's 2-core AMD EPYC (torch 2.13 CPU, one thread, float32, forward and
-backward of one chunk, interleaved repeats, medians of CPU time; the machine was shared, load
-average 13-20, so wall times were 2-4x these):
+Measured on this project's 2-core AMD EPYC (torch 2.13 CPU, float32, forward and backward of
+one chunk, wall ms, medians of 3 interleaved repeats, huge pages on (statefulrnn/_openmp.py)).
+The machine was shared with four other sessions (load average 4-6), so the process ran at
+real-time priority for the measurement: both cores its own, as on a quiet machine.
 
-    lanes x steps x hidden      fused nn.LSTM (oneDNN)   loop      loop / fused
-    400 x 500 x 64 (seed 000)   836-1109 ms              723-777 ms  0.70-0.86
-    400 x 100 x 32              96 ms                    83 ms       0.87
-    256 x 100 x 64              101 ms                   99 ms       0.97
-    128 x 100 x 128 (F=8)       147 ms                   163 ms      1.11
-    64 x 100 x 64               16 ms                    34 ms       2.1
-    32 x 50 x 4                 2.1 ms                   11 ms       5.3
+    lanes x steps x hidden      fused 1 thread   fused 2 threads   loop 1 group   loop 2 groups
+    400 x 500 x 64 (seed 000)   478              389               471            283
+    400 x 100 x 32              32.8             33.6              32.0           18.7
+    256 x 100 x 64              54.2             46.8              56.5           31.2
+    128 x 100 x 128 (F=8)       82.1             60.1              92.5           51.5
+    64 x 100 x 64               12.8             23.1              17.6           11.0
+    32 x 50 x 4                 0.8              5.2               2.4            2.7
 
-The fused module wins on small chunks (its per-call cost is lower); the loop wins from
-about 25,000 lanes x hidden, where the GEMMs dominate and the fused backward's extra passes
-over [T, B, 4H] gate buffers cost more than the loop's recomputed gates. Hence
-LOOP_MIN_WIDTH and LOOP_MIN_STEPS. Inference (no gradient) stays on the fused module.
-The per-step GEMMs of the seed-000 shape run at ~150 us each on one core (~87 GFLOP/s): the
-loop's three GEMMs per step (forward, recomputed gates, dW; plus the input gradient) are most
-of its time, so no Python-level change can buy much more on one thread.
+In one thread the loop and the fused module are level at the seed-000 shape and the fused
+module wins below it (its per-call cost is lower); in two lane groups the loop is 1.4-1.7x
+the fused module's better figure from 12,800 lanes x hidden. Hence LOOP_MIN_WIDTH (one
+group), LOOP_MIN_WIDTH_SPLIT (two or more), LOOP_MIN_STEPS and MIN_GROUP_WIDTH. Inference (no
+gradient) stays on the fused module. Two groups run the seed-000 chunk 1.66x as fast as one
+(1.81x at 100 steps, 85 -> 47 ms); the same code in Python threads reached 1.0-1.3x, its ~30
+small calls per step taking turns on the GIL. The per-step GEMMs run at ~90-100 GFLOP/s on one core, near
+this core's peak: four of them per step (forward, recomputed gates, dW, dh) are most of a
+group's time, so a second core is what buys the most.
 """
 
 from __future__ import annotations
