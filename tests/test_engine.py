@@ -254,7 +254,8 @@ def test_compiled_steps_equal_the_python_steps_bit_for_bit():
     steps, batch, f_in, h = 9, 5, 3, 4
     w, b = torch.randn(4 * h, f_in + h, dtype=torch.float64), torch.randn(4 * h, dtype=torch.float64)
     got = []
-    for f, bw in ((fwd, bwd), (py_fwd, py_bwd)):
+    # the compiled pair three times: TorchScript profiles the first runs and optimises after
+    for f, bw in ((py_fwd, py_bwd), (fwd, bwd), (fwd, bwd), (fwd, bwd)):
         xh = torch.zeros(steps + 1, batch, f_in + h, dtype=torch.float64)
         xh[:steps, :, :f_in] = torch.linspace(-2, 2, steps * batch * f_in).view(steps, batch, f_in)
         xh[0, :, f_in:] = 0.3
@@ -267,8 +268,9 @@ def test_compiled_steps_equal_the_python_steps_bit_for_bit():
             dh0, dc0 = torch.empty(batch, h, dtype=torch.float64), torch.empty_like(cs[0])
             dw, db = bw(xh, cs, w, b, d_out, cs[-1] * 0.5, None, dx, dh0, dc0)
         got.append((xh, cs, dx, dh0, dc0, dw, db))
-    for a, c in zip(*got):
-        assert torch.equal(a, c)
+    for run in got[1:]:
+        for a, c in zip(got[0], run):
+            assert torch.equal(a, c)
 
 
 def test_the_python_steps_are_used_when_torchscript_is_turned_off(monkeypatch):
