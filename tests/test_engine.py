@@ -298,3 +298,22 @@ def test_lane_groups_leave_new_threads_torchs_count():
         assert seen == [2]
     finally:
         torch.set_num_threads(before)
+
+
+def test_the_loop_keeps_one_lane_group_off_the_cpu(monkeypatch):
+    """Lane groups are for CPU cores: on another device (meta here) the loop never splits."""
+    seen = []
+
+    class Seen(Exception):
+        pass
+
+    def spy(x, w, b, h0, c0, k):
+        seen.append(k)
+        raise Seen
+
+    monkeypatch.setattr(engine._LSTMLoop, "apply", spy)
+    for device in ("cpu", "meta"):
+        layer = torch.nn.LSTM(1, 64, batch_first=True, device=device)
+        with threads.using_workers(2), pytest.raises(Seen):
+            engine.lstm_loop(layer, torch.zeros(400, 10, 1, device=device), None)
+    assert seen == [2, 1]

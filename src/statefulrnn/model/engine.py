@@ -134,7 +134,9 @@ def lstm_loop(layer: nn.LSTM, x: Tensor, hx, groups: int | None = None):
         c0 = x.new_zeros(batch, h_size)
     else:
         h0, c0 = hx[0][0], hx[1][0]
-    k = lane_groups(batch, h_size) if groups is None else max(1, min(int(groups), batch))
+    if groups is None:  # lane groups are for CPU cores; on another device, one group
+        groups = lane_groups(batch, h_size) if x.device.type == "cpu" else 1
+    k = max(1, min(int(groups), batch))
     # tanh(z) = 2 sigmoid(2z) - 1: the g rows are doubled here, so one sigmoid call does all
     # four gates (tanh is several times slower than sigmoid on the CPUs measured)
     scale = _g_scale(h_size, x)
