@@ -247,7 +247,7 @@ def test_lane_groups_work_in_a_forked_child_after_the_parent_used_them():
 def test_compiled_steps_equal_the_python_steps_bit_for_bit():
     """TorchScript runs the same step code (without the GIL): identical numbers, dx included."""
     fwd, bwd = engine._steps()
-    assert isinstance(fwd, torch.jit.ScriptFunction)  # the fast path is the one tested above
+    assert isinstance(fwd, torch.jit.ScriptFunction), engine._COMPILE_ERROR  # the fast path
     py_fwd, py_bwd = engine._steps(compiled=False)
     assert py_fwd is engine._forward_steps
     torch.manual_seed(2)

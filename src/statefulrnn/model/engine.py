@@ -380,6 +380,7 @@ def _backward_steps(
 
 _COMPILED: list = []  # [(forward, backward)] once compiled (or the Python functions)
 _COMPILE_LOCK = threading.Lock()
+_COMPILE_ERROR: list[Exception] = []  # why TorchScript refused, if it did
 
 
 def _steps(compiled: bool = True):
@@ -397,7 +398,8 @@ def _steps(compiled: bool = True):
                     _COMPILED.append(
                         (torch.jit.script(_forward_steps), torch.jit.script(_backward_steps))
                     )
-            except Exception:  # noqa: BLE001 (any refusal: the Python functions, same results)
+            except Exception as err:  # noqa: BLE001 (any refusal: the Python functions)
+                _COMPILE_ERROR.append(err)
                 _COMPILED.append((_forward_steps, _backward_steps))
     return _COMPILED[0]
 
