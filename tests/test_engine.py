@@ -285,9 +285,9 @@ def test_lane_groups_leave_new_threads_torchs_count():
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        for pool in engine._POOLS.values():
+        for pool in threads._helpers.values():
             pool.shutdown(wait=True)
-        engine._POOLS.clear()  # fresh pool threads, which set their own count on first use
+        threads._forget_helpers()  # fresh helper threads, which set their own count
         layer = torch.nn.LSTM(1, 4, batch_first=True)
         engine.lstm_loop(layer, torch.randn(6, 3, 1), None, groups=3)
         assert torch.get_num_threads() == 2

@@ -151,32 +151,24 @@ def test_cli_threads_reach_the_library_for_the_command_only(two_threads, monkeyp
     assert threads.get_default() is None and threads.choose(None, 1) == 1  # restored after
 
 
-def test_import_sets_a_passive_openmp_wait_policy_unless_the_user_chose_one():
-    code = "import os, statefulrnn; print(os.environ.get('OMP_WAIT_POLICY'))"
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
-    assert out.stdout.strip() == "PASSIVE", out.stderr
-    env["OMP_WAIT_POLICY"] = "ACTIVE"
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
-    assert out.stdout.strip() == "ACTIVE", out.stderr
-    code = "import os, torch, statefulrnn; print(os.environ.get('OMP_WAIT_POLICY'))"
-    env.pop("OMP_WAIT_POLICY")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
-    assert out.stdout.strip() == "None", out.stderr  # torch already loaded: too late, untouched
+@pytest.mark.parametrize(
+    "name, value", [("OMP_WAIT_POLICY", "PASSIVE"), ("THP_MEM_ALLOC_ENABLE", "1")]
+)
+def test_import_sets_what_torch_reads_at_load_unless_the_user_chose_or_torch_is_loaded(
+    name, value
+):
+    """A passive OpenMP wait policy and huge pages, set by `import statefulrnn` (_openmp.py)."""
 
+    def seen(code: str, env: dict[str, str]) -> str:
+        code = f"import os, {code}; print(os.environ.get({name!r}))"
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+        return out.stdout.strip()
 
-def test_import_asks_for_huge_pages_unless_the_user_chose_or_torch_is_loaded():
-    code = "import os, statefulrnn; print(os.environ.get('THP_MEM_ALLOC_ENABLE'))"
-    env = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
-    assert out.stdout.strip() == "1", out.stderr
-    env["THP_MEM_ALLOC_ENABLE"] = "0"
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
-    assert out.stdout.strip() == "0", out.stderr
-    code = "import os, torch, statefulrnn; print(os.environ.get('THP_MEM_ALLOC_ENABLE'))"
-    env.pop("THP_MEM_ALLOC_ENABLE")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
-    assert out.stdout.strip() == "None", out.stderr  # torch already loaded: too late, untouched
+    env = {k: v for k, v in os.environ.items() if k != name}
+    assert seen("statefulrnn", env) == value
+    assert seen("statefulrnn", {**env, name: "other"}) == "other"  # the user's choice stays
+    assert seen("torch, statefulrnn", env) == "None"  # torch already loaded: too late, untouched
 
 
 # --------------------------------------------------------------------------- no sync per update

@@ -15,29 +15,21 @@ import os
 import sys
 
 
-def prefer_passive_wait() -> bool:
-    """Set OMP_WAIT_POLICY=PASSIVE if unset and torch is not loaded yet; True if it did."""
-    if "OMP_WAIT_POLICY" in os.environ or "torch" in sys.modules:
+def set_before_torch(name: str, value: str) -> bool:
+    """Set the environment variable `name` to `value` unless the user set it or torch is
+    loaded already (torch reads it once, when it loads); True if it did."""
+    if name in os.environ or "torch" in sys.modules:
         return False
-    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    os.environ[name] = value
     return True
 
 
-def prefer_huge_pages() -> bool:
-    """Set THP_MEM_ALLOC_ENABLE=1 if unset and torch is not loaded yet; True if it did.
-
-    torch's CPU allocator then asks for transparent huge pages (2 MB) for large tensors. A
-    training chunk allocates tens of MB that the OS hands back and maps again every chunk
-    (seed-000 shape: [501, 400, 65] + [501, 400, 64] floats, and the head's gradient): with 4 kB
-    pages each chunk took ~13,000 page faults. Measured on the 2-core machine (both cores free,
-    one epoch of the seed-000 shape): 1.27 s without, 1.05 s with. Where the kernel has
-    huge pages off, torch's request is ignored and nothing changes."""
-    if "THP_MEM_ALLOC_ENABLE" in os.environ or "torch" in sys.modules:
-        return False
-    os.environ["THP_MEM_ALLOC_ENABLE"] = "1"
-    return True
-
-
-# on import: `statefulrnn/__init__.py` imports this module first
-prefer_passive_wait()
-prefer_huge_pages()
+# OpenMP threads sleep, not spin, while they wait (libgomp reads this when torch loads it)
+set_before_torch("OMP_WAIT_POLICY", "PASSIVE")
+# torch's CPU allocator asks for transparent huge pages (2 MB) for large tensors. A training
+# chunk allocates tens of MB that the OS hands back and maps again every chunk (seed-000 shape:
+# [501, 400, 65] + [501, 400, 64] floats, and the head's gradient): with 4 kB pages each chunk
+# took ~13,000 page faults. Measured on the 2-core machine (both cores free, one epoch of the
+# seed-000 shape): 1.27 s without, 1.05 s with. Where the kernel has huge pages off, torch's
+# request is ignored and nothing changes.
+set_before_torch("THP_MEM_ALLOC_ENABLE", "1")

@@ -58,7 +58,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -67,6 +69,8 @@ if TYPE_CHECKING:
 SMALL_STEP = 1 << 24  # multiply-adds per recurrent step below which one thread is used
 _default: list[int | None] = [None]  # set_default: what threads=None means in this process
 _workers: list[int | None] = [None]  # the lane workers of the call running now (for_model)
+_helpers: dict[str, ThreadPoolExecutor] = {}  # "pool": worker_pool's threads, this process
+_helpers_lock = [threading.Lock()]
 
 
 def get_default() -> int | None:
@@ -168,3 +172,45 @@ def for_model(threads: int | None, model: torch.nn.Module, rows: int) -> Iterato
     device = next(model.parameters()).device if any(True for _ in model.parameters()) else "cpu"
     with using(choose(threads, step_work(model, rows), device)), using_workers(threads):
         yield
+
+
+def worker_pool(helpers: int) -> ThreadPoolExecutor:
+    """The process's helper threads for work cut into parts that run at once (the loop
+    engine's lane groups, StreamPool's blocks of streams): at least `helpers` of them, each at
+    one intra-op thread, started before this returns.
+
+    torch.set_num_threads in a new thread also sets the count threads started later begin
+    with; the caller's count is set again once the helpers have set theirs, so threads the
+    user starts later are not left at one. A forked child makes its own (`_forget_helpers`):
+    the parent's threads do not exist there."""
+    import torch
+
+    with _helpers_lock[0]:
+        pool = _helpers.get("pool")
+        if pool is not None and pool._max_workers >= helpers:
+            return pool
+        before = torch.get_num_threads()
+        started = threading.Barrier(helpers + 1)
+        new = ThreadPoolExecutor(
+            helpers,
+            thread_name_prefix="statefulrnn-worker",
+            initializer=torch.set_num_threads,
+            initargs=(1,),
+        )
+        for _ in range(helpers):  # each waits for all: every thread is started and set
+            new.submit(started.wait)
+        started.wait()
+        torch.set_num_threads(before)
+        if pool is not None:
+            pool.shutdown(wait=False)  # work it holds still runs; new work goes to `new`
+        _helpers["pool"] = new
+        return new
+
+
+def _forget_helpers() -> None:
+    """In a forked child: no helper threads (they stayed in the parent), a fresh lock."""
+    _helpers.clear()
+    _helpers_lock[0] = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_helpers)

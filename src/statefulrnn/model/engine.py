@@ -57,7 +57,6 @@ from __future__ import annotations
 import os
 import threading
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from typing import Optional, cast
 
 import torch
@@ -165,42 +164,19 @@ def _split(batch: int, k: int) -> list[tuple[int, int]]:
     return list(zip(bounds[:-1], bounds[1:]))
 
 
-_POOLS: dict[tuple[int, int], ThreadPoolExecutor] = {}  # (process id, threads): its pool
-_POOL_LOCK = threading.Lock()
-
-
 def _in_parallel(fn, ranges: list[tuple[int, int]]) -> list:
-    """fn(lo, hi) for every lane range: the first in this thread, the others in pool threads.
-
-    Each pool thread runs with one intra-op thread (torch's setting is per thread), so k
-    groups use k cores; the step functions run compiled by TorchScript, without the GIL, so
-    the groups' steps really overlap. The groups meet only when all are done (twice per
-    chunk: forward and backward)."""
+    """fn(lo, hi) for every lane range: the first in this thread, the others in the process's
+    helper threads (threads.worker_pool), all at one intra-op thread, so k groups use k cores;
+    the step functions run compiled by TorchScript, without the GIL, so the groups' steps
+    really overlap. The groups meet only when all are done (twice per chunk: forward and
+    backward)."""
     if len(ranges) == 1:
         return [fn(*ranges[0])]
-    key = (os.getpid(), len(ranges) - 1)  # a forked child has the pool but not its threads
-    with _POOL_LOCK:
-        pool = _POOLS.get(key)
-        if pool is None:
-            pool = ThreadPoolExecutor(key[1], thread_name_prefix="statefulrnn-lanes")
-            _POOLS[key] = pool
-    before = torch.get_num_threads()
-
-    def one_thread(lo: int, hi: int):
-        changed = torch.get_num_threads() != 1
-        if changed:  # a new pool thread: one intra-op thread from now on
-            torch.set_num_threads(1)
-        return fn(lo, hi), changed
-
-    futures = [pool.submit(one_thread, lo, hi) for lo, hi in ranges[1:]]
+    pool = thread_policy.worker_pool(len(ranges) - 1)
+    futures = [pool.submit(fn, lo, hi) for lo, hi in ranges[1:]]
     with thread_policy.using(1):
         first = fn(*ranges[0])
-    rest = [f.result() for f in futures]
-    if any(changed for _, changed in rest) or torch.get_num_threads() != before:
-        # torch.set_num_threads also sets the count threads started later begin with: the
-        # caller's again, not the pool thread's 1
-        torch.set_num_threads(before)
-    return [first, *(r for r, _ in rest)]
+    return [first, *(f.result() for f in futures)]
 
 
 def _g_scale(h: int, like: Tensor) -> Tensor:

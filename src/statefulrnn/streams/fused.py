@@ -37,14 +37,13 @@ thread (torch releases the GIL inside its calls, and rows of distinct streams ne
 
 from __future__ import annotations
 
-import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from statefulrnn import threads as thread_policy
 from statefulrnn.model.rnn import StatefulRNN
 from statefulrnn.streams.layout import Layout
 
@@ -316,8 +315,6 @@ class FusedKernel:
         share = _Blocks(len(starts))
 
         def work(lane: int) -> None:
-            if lane and torch.get_num_threads() != 1:
-                torch.set_num_threads(1)  # this worker thread's own setting, once
             while (n := share.take()) is not None:
                 try:
                     lo = starts[n]
@@ -336,8 +333,11 @@ class FusedKernel:
                     raise
                 share.finish()
 
-        for lane in range(1, min(workers, len(starts))):
-            _pool().submit(work, lane)
+        helpers = min(workers, len(starts)) - 1
+        if helpers:
+            pool = thread_policy.worker_pool(helpers)
+            for lane in range(1, helpers + 1):
+                pool.submit(work, lane)
         try:
             work(0)
         finally:
@@ -486,19 +486,6 @@ class FusedKernel:
         np.tanh(ws.gates, out=ws.h[i])
 
 
-_executor: list[ThreadPoolExecutor] = []
-_executor_lock = [threading.Lock()]
-
-
-def _after_fork() -> None:
-    """A forked child has none of the parent's threads: it makes its own executor."""
-    _executor.clear()
-    _executor_lock[0] = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_after_fork)
-
-
 def _first_of_run(idx: Tensor) -> int | None:
     """The first slab row if `idx` (CPU) is consecutive rows in order (first, first + 1, ...)."""
     if idx.device.type != "cpu" or len(idx) == 0:
@@ -508,12 +495,3 @@ def _first_of_run(idx: Tensor) -> int | None:
     if int(rows[-1]) - first != len(rows) - 1:
         return None
     return first if len(rows) < 2 or bool((np.diff(rows) == 1).all()) else None
-
-
-def _pool() -> ThreadPoolExecutor:
-    """The process's worker threads for blocked steps (made once, as many as the CPUs)."""
-    with _executor_lock[0]:
-        if not _executor:
-            n = max(1, (os.cpu_count() or 2) - 1)
-            _executor.append(ThreadPoolExecutor(n, thread_name_prefix="statefulrnn-stream"))
-        return _executor[0]
