@@ -232,3 +232,23 @@ def test_deferred_divergence_still_names_epoch_and_chunk(deferred):
     assert "restored to its weights at the start of epoch 0" in str(err.value)
     for k, v in model.state_dict().items():
         assert torch.equal(v, start[k]), k
+
+
+@pytest.mark.parametrize("command", ["compare", "sweep"])
+def test_compare_and_sweep_follow_the_policy_unless_threads_is_given(two_threads, monkeypatch, command):
+    """They pinned torch's process-wide count to 1; now their --threads means what train's does."""
+    import importlib
+
+    module = importlib.import_module(f"statefulrnn.cli.{command}")
+    got = []
+
+    def fake_run(args):
+        got.append((threads.choose(None, 1), threads.choose(None, threads.SMALL_STEP)))
+        return 0
+
+    monkeypatch.setattr(module, "run", fake_run)
+    args = ["sine"] if command == "compare" else ["sine", "--trials", "1"]
+    assert cli_main([command, *args]) == 0
+    assert cli_main([command, *args, "--threads", "2"]) == 0
+    assert got == [(1, None), (2, 2)]  # small steps on one thread, large on torch's; or 2
+    assert torch.get_num_threads() == 2 and threads.get_default() is None

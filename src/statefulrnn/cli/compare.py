@@ -52,13 +52,7 @@ def add_parser(sub) -> None:
     p.add_argument(
         "--seed", type=int, default=0, help="data, initialisation and order seed (default 0)"
     )
-    p.add_argument(
-        "--threads",
-        type=int,
-        default=1,
-        help="torch threads (default 1: these small models run fastest on one core, "
-        "and busy cores make more threads slower)",
-    )
+    o.add_threads(p)
     p.add_argument("--device", default=None, help="torch device, e.g. cuda (default: cpu)")
     p.add_argument("-q", "--quiet", action="store_true", help="no per-epoch lines")
     distributed.add_flag(p, "compare")
@@ -66,8 +60,6 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     from statefulrnn.experiments.compare import default_out, run_task, write_results
     from statefulrnn.reports.html import summary_lines, write_index, write_report
     from statefulrnn.tasks import TASKS, get_task
@@ -78,8 +70,6 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    if args.threads:
-        torch.set_num_threads(args.threads)
     names = list(TASKS) if args.all else [args.task]
     try:
         main = distributed.join(args, "compare")  # under torchrun: rank 0 prints and writes

@@ -81,9 +81,7 @@ def add_parser(sub) -> None:
     p.add_argument("--epochs", type=int, metavar="E", help="epochs per trial (fixed)")
     p.add_argument("--out", type=Path, metavar="DIR", help="run folder (default runs/sweep-NAME)")
     p.add_argument("--seed", type=int, default=0, help="data and training seed (default 0)")
-    p.add_argument(
-        "--threads", type=int, default=1, help="torch threads (default 1: small models, busy cores)"
-    )
+    o.add_threads(p)
     t = p.add_argument_group("a built-in task")
     t.add_argument("--quick", action="store_true", help="the task's small sizes, fewer epochs")
     t.add_argument(
@@ -150,14 +148,10 @@ def _table_options(args) -> tuple[str | None, dict]:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     from statefulrnn.experiments import sweep_files
     from statefulrnn.experiments.sweep import sweep
     from statefulrnn.tasks import TASKS
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     try:
         is_task = args.target in TASKS

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from statefulrnn import __version__, losses, records
+from statefulrnn import threads as thread_policy
 from statefulrnn.data.scaling import Scaling
 from statefulrnn.data.schedule import pack
 from statefulrnn.data.sequences import Sequences
@@ -249,7 +250,7 @@ def run_task(
             "statefulrnn": __version__,
             "torch": torch.__version__,
             "python": platform.python_version(),
-            "threads": torch.get_num_threads(),
+            "threads": thread_policy.get_default() or "auto",  # --threads; auto: threads.py
             "machine": platform.machine(),
         },
         "loss": data.loss,

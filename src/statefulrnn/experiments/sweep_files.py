@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from statefulrnn import __version__, records
+from statefulrnn import threads as thread_policy
 from statefulrnn.modes import STATELESS_BURN_IN, training_mode
 
 SCHEMA = "statefulrnn.sweep/1"
@@ -241,7 +242,7 @@ def results(result, target, space, about) -> dict[str, Any]:
         "environment": {
             "statefulrnn": __version__,
             "torch": torch.__version__,
-            "threads": torch.get_num_threads(),
+            "threads": thread_policy.get_default() or "auto",  # --threads; auto: threads.py
             "python": platform.python_version(),
             "machine": platform.machine(),
         },
