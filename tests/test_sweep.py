@@ -457,3 +457,29 @@ def test_options_fixed_in_the_config_reach_every_trial_and_best_toml(tmp_path, c
     capsys.readouterr()
     assert main([*argv[:-2], f"--out={tmp_path / 'run2'}", f"--space={space}"]) == 2
     assert "cannot keep 'backprop' fixed" in capsys.readouterr().err
+
+
+def test_a_default_spelled_out_resumes_the_study_and_a_real_change_is_refused(tmp_path, capsys):
+    """`--loss mse` is what a table sweep trains with anyway: giving it (or the default
+    optimizer in --config) resumes the study; `--loss bce` is another study, refused by name."""
+    pd = pytest.importorskip("pandas")
+    import numpy as np
+
+    from statefulrnn.cli import main
+
+    csv = _moving_average_csv(tmp_path, pd, np)
+    (tmp_path / "space.toml").write_text(
+        'epochs = 1\nhidden = 3\nlayers = 1\ncell = "gru"\nmode = "stateless"\nwindow = 3\n'
+    )
+    config = tmp_path / "train.toml"
+    config.write_text('optimizer = "adam"\n')
+    out = tmp_path / "run"
+    args = [str(csv), "--id=sensor", "--time=t", "--features=x", "--targets=y"]
+    args += [f"--out={out}", f"--space={tmp_path / 'space.toml'}"]
+    assert main(["sweep", *args, "--trials=1"]) == 0
+    assert main(["sweep", *args, "--trials=2", "--loss=mse", f"--config={config}"]) == 0
+    assert len(records.read_json(out / "sweep.json")["trials"]) == 2  # resumed, not restarted
+    capsys.readouterr()
+    assert main(["sweep", *args, "--trials=3", "--loss=bce"]) == 1
+    err = capsys.readouterr().err
+    assert "sweeps something else: its target's loss is 'mse', this command's is 'bce'" in err

@@ -141,13 +141,27 @@ def _check_same_sweep(study, about: dict[str, Any], where: str) -> None:
     if have is None:
         study.set_user_attr(STUDY_KEY, about)
         return
+    differ = _first_difference(have, about)
+    if differ is not None:
+        key, was, now = differ
+        raise ValueError(
+            f"study {study.study_name!r} in {where} sweeps something else: its {key} is "
+            f"{was!r}, this command's is {now!r}. Rerun the same "
+            "command to resume it, or start a new one with --study NAME or another --out."
+        )
+
+
+def _first_difference(have: dict, about: dict, path: str = "") -> tuple[str, Any, Any] | None:
+    """The first key (as `target's loss` for nested ones) whose value differs, or None."""
     for key in sorted(set(have) | set(about)):
-        if have.get(key) != about.get(key):
-            raise ValueError(
-                f"study {study.study_name!r} in {where} sweeps something else: its {key} is "
-                f"{have.get(key)!r}, this command's is {about.get(key)!r}. Rerun the same "
-                "command to resume it, or start a new one with --study NAME or another --out."
-            )
+        was, now = have.get(key), about.get(key)
+        if isinstance(was, dict) and isinstance(now, dict):
+            inner = _first_difference(was, now, f"{path}{key}'s ")
+            if inner is not None:
+                return inner
+        elif was != now:
+            return f"{path}{key}", was, now
+    return None
 
 
 class Budget:

@@ -101,6 +101,10 @@ def table_target(path: str | Path, options: dict[str, Any]) -> Target:
     )
     fixed = {k: options[k] for k in FIXED_OPTIONS if options.get(k) is not None}
     table = {**read, "val": opts["val"], **fixed}
+    # the study's identity: what trains, so `--loss mse` (the default) spelled out or left out
+    # resumes the same study; options at their default are left out of it
+    given = {k: v for k, v in fixed.items() if k != "loss" and v != defaults().get(k)}
+    identity = {**read, "val": opts["val"], "loss": loss, **given}
     return Target(
         name=Path(path).name.split(".")[0],
         kind="table",
@@ -108,7 +112,7 @@ def table_target(path: str | Path, options: dict[str, Any]) -> Target:
         val=scaling.apply(val),
         test=None,
         loss=loss,
-        about={"data": str(path), **{k: _plain(v) for k, v in table.items()}},
+        about={"data": str(path), **{k: _plain(v) for k, v in identity.items()}},
         epochs=opts["epochs"],
         patience=opts["patience"],
         clip=opts["clip"],
