@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -272,3 +273,32 @@ def test_fit_lowers_lanes_beyond_the_data(tmp_path):
     assert [r["loss"] for r in ha] == [r["loss"] for r in hb]
     for k, v in a.state_dict().items():
         assert torch.equal(v, b.state_dict()[k]), k
+
+
+def test_a_scale_beyond_float32_unscales_float32_outputs_in_float64_and_overflow_is_said():
+    """Found 5: the un-scaling cast a std of 1e299 to the outputs' float32 (inf), so every
+    prediction of such a model was inf; and a prediction that overflows float64 in the
+    targets' units came back inf without a word."""
+    from statefulrnn.bundle import ModelBundle
+    from statefulrnn.data.scaling import Scaling
+
+    model = make_model()
+    f = model.input_size
+    x_scale = Standardizer(np.zeros(f), np.ones(f))
+    huge = Scaling(x_scale, Standardizer(np.array([1e300]), np.array([1e299])))
+    bundle = ModelBundle(model, huge, targets=("load",))
+    z = np.array([[0.5], [-2.0]], dtype=np.float32)
+    want = z.astype(np.float64) * 1e299 + 1e300  # the oracle, in float64
+    np.testing.assert_allclose(bundle.to_user(z), want, rtol=1e-7)
+    got = bundle.to_user(torch.from_numpy(z))
+    assert got.dtype == torch.float64
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-7)
+
+    edge = Scaling(x_scale, Standardizer(np.array([1e308]), np.array([5e307])))
+    bundle = ModelBundle(model, edge, targets=("load",))
+    with pytest.warns(RuntimeWarning, match=r"1 prediction\(s\) of target 'load' overflow"):
+        out = bundle.to_user(np.array([[0.0], [3.0]], dtype=np.float32))
+    assert out[0, 0] == 1e308 and np.isinf(out[1, 0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # in range: no warning at all, numpy's included
+        bundle.to_user(np.array([[0.0], [1.0]], dtype=np.float32))

@@ -37,6 +37,7 @@ scaling, identity link), which is exactly what its network computes.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -123,14 +124,35 @@ class ModelBundle:
             t = torch.sigmoid(t) if self.link == "sigmoid" else torch.softmax(t, -1)
             y = t if isinstance(y, torch.Tensor) else t.numpy()
         if self.scaling is not None and self.scaling.y is not None:
-            y = self._affine(y, "y", invert=True)
+            y_user = self._affine(y, "y", invert=True)
+            if not isinstance(y_user, torch.Tensor) and _scale_near_overflow(self.scaling.y):
+                self._warn_overflow(np.asarray(y), y_user)
+            y = y_user
         return y
+
+    def _warn_overflow(self, y_model: np.ndarray, y_user: np.ndarray) -> None:
+        """Say so when outputs that were finite are not in the targets' units (a scale near
+        float64's limit, 1.8e308): such a prediction is out of range, not a number to use."""
+        lost = np.isfinite(y_model) & ~np.isfinite(y_user)
+        if lost.any():
+            col = int(np.argwhere(lost)[0][-1])
+            name = self.targets[col] if col < len(self.targets) else str(col)
+            warnings.warn(
+                f"{int(lost.sum())} prediction(s) of target {name!r} overflow float64 in the "
+                f"targets' units (scale {self.scaling.y.std[col]:.3g}, mean "  # type: ignore[union-attr]
+                f"{self.scaling.y.mean[col]:.3g}): they are written as inf. Rescale the column "  # type: ignore[union-attr]
+                "(e.g. divide it by 1e300) and train again.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
 
     def _affine(self, a, part: str, *, invert: bool):
         """(a - mean) / std, or a · std + mean, with the scaling's `part` ("x" or "y"), for
         numpy arrays and tensors alike."""
         scale = getattr(self.scaling, part)
         if isinstance(a, torch.Tensor):
+            if a.is_floating_point() and not _fits(scale, a.dtype):
+                a = a.double()  # e.g. a std of 1e300 in float32: work in float64
             key = (part, a.dtype, a.device)
             if key not in self._moments:
                 self._moments[key] = (
@@ -141,8 +163,11 @@ class ModelBundle:
             return a * s + m if invert else (a - m) / s
         arr = np.asarray(a)
         dtype = arr.dtype if arr.dtype.kind == "f" else np.float64
+        if not _fits(scale, dtype):  # e.g. a std of 1e300 in float32: work in float64
+            dtype = np.dtype(np.float64)
         mean, std = scale.mean.astype(dtype), scale.std.astype(dtype)
-        return arr * std + mean if invert else (arr - mean) / std
+        with np.errstate(over="ignore", invalid="ignore"):  # to_user says it in words
+            return arr * std + mean if invert else (arr - mean) / std
 
     def to_model_sequences(self, seqs: Sequences, *, targets: bool = True) -> Sequences:
         """Sequences as the network saw them in training (inputs, and mse targets, scaled)."""
@@ -268,3 +293,18 @@ def load_bundle(path: str | Path, *, device: torch.device | str | None = None) -
             window=int(train.get("window", 50)),
         )
     return ModelBundle(model)
+
+
+def _fits(scale, dtype) -> bool:
+    """Whether a standardizer's mean and std are finite and nonzero in `dtype` (numpy's or
+    torch's floating types)."""
+    info = torch.finfo(dtype) if isinstance(dtype, torch.dtype) else np.finfo(dtype)
+    big = max(np.abs(scale.mean).max(), scale.std.max())
+    return bool(big < float(info.max) and scale.std.min() >= float(info.tiny))
+
+
+def _scale_near_overflow(scale) -> bool:
+    """Outputs within a million standard deviations could overflow float64 in user units."""
+    with np.errstate(over="ignore"):
+        reach = np.abs(scale.mean) + 1e6 * scale.std
+    return bool((~np.isfinite(reach) | (reach > np.finfo(np.float64).max / 10)).any())
