@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import warnings
@@ -302,3 +303,31 @@ def test_a_scale_beyond_float32_unscales_float32_outputs_in_float64_and_overflow
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # in range: no warning at all, numpy's included
         bundle.to_user(np.array([[0.0], [1.0]], dtype=np.float32))
+
+
+def test_temp_files_of_killed_single_file_writes_are_removed_by_the_next(tmp_path):
+    """Found 6: a writer killed between writing its temporary file and the rename (history.json,
+    a CSV of predictions) left `.NAME.XXXX.tmp` beside it for good. Now the name holds the
+    writer's pid, and the next write of that file removes those whose writer is gone, never a
+    live writer's nor another file's."""
+    target = tmp_path / "h[1].json"  # glob characters in the name are taken literally
+    code = (
+        "import os, sys, time\n"
+        "from statefulrnn import records\n"
+        "os.replace = lambda *a: (print('written', flush=True), time.sleep(60))\n"
+        f"records.atomic_write_bytes({str(target)!r}, b'half')\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "written"  # its temp file is complete, not renamed
+    child.kill()
+    child.wait()
+    child.stdout.close()
+    left = [p.name for p in tmp_path.iterdir()]  # what a kill leaves:
+    assert len(left) == 1 and re.fullmatch(rf"\.h\[1\]\.json\.{child.pid}\.\w+\.tmp", left[0])
+    live = tmp_path / f".h[1].json.{os.getpid()}.abcd.tmp"  # a write in progress (ours)
+    other = tmp_path / f".h2.json.{child.pid}.abcd.tmp"  # another file's
+    live.write_bytes(b"")
+    other.write_bytes(b"")
+    records.atomic_write_bytes(target, b"whole")
+    assert target.read_bytes() == b"whole"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([target.name, live.name, other.name])

@@ -16,10 +16,15 @@ from typing import Any
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write `data` to `path` through a temporary file in the same folder and a rename."""
+    """Write `data` to `path` through a temporary file in the same folder and a rename. The
+    temporary name holds the writer's pid, so one left by a killed writer is removed by the
+    next write of `path` (`clean_orphan_files`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    clean_orphan_files(path)
+    fd, tmp = tempfile.mkstemp(
+        dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp"
+    )
     try:
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual mode
         with os.fdopen(fd, "wb") as f:
@@ -31,6 +36,29 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def clean_orphan_files(path: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files that killed writes of `path` left beside it (their pid in
+    the name, that process gone). Returns what was removed."""
+    path = Path(path)
+    removed: list[Path] = []
+    prefix = f".{path.name}."
+    for tmp in path.parent.glob(f"{glob_escape(prefix)}*.tmp"):
+        pid = tmp.name[len(prefix) :].split(".", 1)[0]
+        if not pid.isdigit() or _alive(int(pid)) or not tmp.is_file() or tmp.is_symlink():
+            continue
+        try:
+            tmp.unlink()
+            removed.append(tmp)
+        except FileNotFoundError:  # another writer removed it first
+            pass
+    return removed
+
+
+def glob_escape(name: str) -> str:
+    """`name` with glob's special characters taken literally."""
+    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
 
 
 def usual_mode(path: str | os.PathLike) -> None:
@@ -195,7 +223,7 @@ def clean_orphans(final: str | os.PathLike) -> list[Path]:
     removed: list[Path] = []
     if not final.parent.is_dir():
         return removed
-    for tmp in final.parent.glob(f".{final.name}.*.tmp"):
+    for tmp in final.parent.glob(f"{glob_escape('.' + final.name)}.*.tmp"):
         meta = _marker(tmp) if tmp.is_dir() and not tmp.is_symlink() else None
         if meta is None or _alive(meta.get("pid")):
             continue
