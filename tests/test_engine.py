@@ -46,6 +46,18 @@ def run(model, x, state, reset, which, monkeypatch):
     return y.detach(), final.detach(), grads
 
 
+def assert_same_run(got, want) -> None:
+    """Two `run` results (y, final state, gradients) agree to TOL (gradients relative to
+    their size)."""
+    (y_a, fin_a, g_a), (y_b, fin_b, g_b) = got, want
+    assert (y_a - y_b).abs().max() <= TOL
+    for a, b in zip(fin_a.tensors, fin_b.tensors):
+        assert (a - b).abs().max() <= TOL
+    assert len(g_a) == len(g_b)
+    for a, b in zip(g_a, g_b):
+        assert (a - b).abs().max() <= TOL * max(1.0, b.abs().max().item())
+
+
 @given(
     st.integers(1, 3),  # layers
     st.integers(1, 3),  # inputs
@@ -83,13 +95,7 @@ def test_loop_equals_fused_and_reference_with_gradients(
         with threads.using_workers(groups):
             assert engine.lane_groups(batch, hidden) == min(groups, batch)
             y_l, fin_l, g_l = run(model, x, state, reset, "loop", mp)
-        y_f, fin_f, g_f = run(model, x, state, reset, "fused", mp)
-        assert (y_l - y_f).abs().max() <= TOL
-        for a, b in zip(fin_l.tensors, fin_f.tensors):
-            assert (a - b).abs().max() <= TOL
-        assert len(g_l) == len(g_f)
-        for a, b in zip(g_l, g_f):
-            assert (a - b).abs().max() <= TOL * max(1.0, b.abs().max().item())
+        assert_same_run((y_l, fin_l, g_l), run(model, x, state, reset, "fused", mp))
         trace = reference.forward(reference.weights_of(model), "lstm", x.numpy(), h0=h0, c0=c0)
         assert np.abs(y_l.numpy() - trace.y).max() <= TOL
         assert np.abs(fin_l.h.numpy() - trace.final_h).max() <= TOL
@@ -128,6 +134,103 @@ def test_fit_on_the_loop_equals_fit_on_the_fused_module(backprop, fit_threads, m
     np.testing.assert_allclose(runs["loop"][0], runs["fused"][0], rtol=0, atol=TOL)
     for k, v in runs["fused"][1].items():
         assert (runs["loop"][1][k] - v).abs().max() <= TOL, k
+
+
+@given(
+    st.sampled_from(["lstm", "gru", "rnn"]),
+    st.integers(1, 3),  # layers
+    st.integers(1, 3),  # inputs
+    st.integers(1, 6),  # hidden
+    st.integers(1, 4),  # lanes
+    st.booleans(),  # a carried (non-zero) state
+    st.booleans(),  # reset some lanes
+    st.integers(0, 2**16),
+)
+def test_step_engine_equals_fused_and_reference_with_gradients(
+    cell, layers, f, hidden, batch, warm, resets, seed
+):
+    """A one-step chunk by the cell's function: the fused module's numbers (float64, gradients
+    of weights, x and the carried state included) and the numpy reference's."""
+    mp = pytest.MonkeyPatch()
+    try:
+        model = model_of(layers, f, hidden, 2, seed, cell=cell)
+        assert all(
+            engine.choose(layer, torch.zeros(batch, 1, f)) == "step" for layer in model.layers
+        )
+        rng = np.random.default_rng(seed)
+        x = torch.from_numpy(rng.normal(size=(batch, 1, f)))
+        state = reset = None
+        parts = None
+        if warm:
+            parts = [rng.normal(size=(layers, batch, hidden)) for _ in model.state_spec()[1]]
+            state = sr.State(tuple(torch.from_numpy(p) for p in parts), model.state_spec()[1])
+            if resets:
+                reset = torch.from_numpy(rng.random(batch) < 0.5)
+                parts = [p.copy() for p in parts]
+                for p in parts:
+                    p[:, reset.numpy()] = 0.0
+        y_s, fin_s, g_s = run(model, x, state, reset, "auto", mp)
+        assert_same_run((y_s, fin_s, g_s), run(model, x, state, reset, "fused", mp))
+        h0, c0 = (None, None) if parts is None else (parts[0], parts[1] if len(parts) > 1 else None)
+        trace = reference.forward(reference.weights_of(model), cell, x.numpy(), h0=h0, c0=c0)
+        assert np.abs(y_s.numpy() - trace.y).max() <= TOL
+        assert np.abs(fin_s.h.numpy() - trace.final_h).max() <= TOL
+    finally:
+        mp.undo()
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru", "rnn_tanh", "rnn_relu", "lstm_no_bias"])
+def test_step_engine_is_the_fused_layer_without_onednn_bit_for_bit(kind):
+    """float32: the cell function computes what the layer computes with oneDNN off (the same
+    ATen cell), to the bit, gradients included; oneDNN differs only by rounding."""
+    torch.manual_seed(4)
+    cls = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU}.get(kind.split("_")[0], torch.nn.RNN)
+    kw = {"nonlinearity": kind.split("_")[1]} if kind.startswith("rnn") else {}
+    layer = cls(3, 7, batch_first=True, bias=not kind.endswith("no_bias"), **kw)
+    x = torch.randn(5, 1, 3, requires_grad=True)
+    h0 = torch.randn(1, 5, 7, requires_grad=True)
+    hx = (h0, torch.randn(1, 5, 7)) if cls is torch.nn.LSTM else h0
+    assert engine.choose(layer, x) == "step"
+    got = []
+    for which in ("step", "fused"):
+        torch.backends.mkldnn.enabled = False
+        try:
+            out, hn = engine.run_layer(layer, x, hx, engine=which)
+        finally:
+            torch.backends.mkldnn.enabled = True
+        hn = hn if isinstance(hn, tuple) else (hn,)
+        loss = out.sin().sum() + sum(t.square().sum() for t in hn)
+        got.append([out, *hn, *torch.autograd.grad(loss, [x, h0, *layer.parameters()])])
+    for a, b in zip(*got):
+        assert a.shape == b.shape and torch.equal(a, b)
+    out, hn = engine.run_layer(layer, x, hx, engine="fused")  # oneDNN on: rounding apart
+    assert (out - got[1][0]).abs().max() < 1e-6
+
+
+def test_chooser_picks_the_step_engine_for_narrow_one_step_chunks_only():
+    lstm = torch.nn.LSTM(1, 64, batch_first=True)
+    assert engine.choose(lstm, torch.zeros(1, 1, 1)) == "step"  # per-step training, a stream
+    assert engine.choose(lstm, torch.zeros(512, 1, 1)) == "step"  # 32,768 lanes x hidden
+    assert engine.choose(lstm, torch.zeros(513, 1, 1)) == "fused"  # oneDNN's GEMMs win there
+    assert engine.choose(lstm, torch.zeros(513, 1, 1), "step") == "step"  # forced
+    assert engine.choose(lstm, torch.zeros(1, 2, 1)) == "fused"  # two steps: the layer
+    assert engine.choose(lstm, torch.zeros(1, 2, 1), "step") == "fused"
+    assert engine.choose(lstm, torch.zeros(1, 1, 1), "fused") == "fused"
+    assert engine.choose(lstm, torch.zeros(1, 1, 1), "loop") == "loop"
+    assert engine.choose(lstm, torch.zeros(1, 1, 1, dtype=torch.bfloat16)) == "fused"
+    assert engine.choose(lstm, torch.empty(1, 1, 1, device="meta")) == "fused"  # off the CPU
+    for layer in (torch.nn.GRU(1, 8, batch_first=True), torch.nn.RNN(1, 8, batch_first=True)):
+        assert engine.choose(layer, torch.zeros(3, 1, 1)) == "step"
+    for layer in (
+        torch.nn.LSTM(1, 8, batch_first=True, num_layers=2),
+        torch.nn.LSTM(1, 8, batch_first=True, bidirectional=True),
+        torch.nn.LSTM(1, 8, batch_first=True, proj_size=4),
+        torch.nn.LSTM(1, 8),  # time-major
+    ):
+        assert engine.choose(layer, torch.zeros(3, 1, 1)) == "fused"
+    hooked = torch.nn.LSTM(1, 8, batch_first=True)
+    hooked.register_forward_hook(lambda *a: None)  # the layer's own call runs the hook
+    assert engine.choose(hooked, torch.zeros(3, 1, 1)) == "fused"
 
 
 def test_loop_in_float32_is_close_to_fused():

@@ -5,6 +5,11 @@ returns (out [B, T, H], h_n [1, B, H] or (h_n, c_n)), computed by the engine `ch
 
 - "fused": the layer itself (`nn.LSTM`/`nn.GRU`/`nn.RNN`): cuDNN on CUDA, ATen/oneDNN on CPU.
   Always the choice on CUDA, for float16/bfloat16, and for layers the loop does not cover.
+- "step": a chunk of one step (window 1: per-step training, step-by-step prediction) on the
+  CPU, few lanes: the cell's own function (`torch.lstm_cell`, `gru_cell`, `rnn_tanh_cell`,
+  `rnn_relu_cell`) on [B, F] instead of the layer on [B, 1, F]. The numbers are those of the
+  layer without oneDNN (ATen's cell, the same ops: bit for bit); the fused layer sends a float32
+  chunk to oneDNN, whose per-call cost dominates a step this small (see STEP_MAX_WIDTH).
 - "loop": a loop over the chunk's steps inside one autograd Function with a hand-written
   backward (no autograd node per step), compiled by TorchScript (`_steps`; the plain Python
   functions where TorchScript is unavailable). Each step is one GEMM of the row
@@ -64,7 +69,16 @@ from torch import Tensor, nn
 
 from statefulrnn import threads as thread_policy
 
-ENGINES = ("auto", "fused", "loop")
+ENGINES = ("auto", "fused", "loop", "step")
+# lanes x hidden up to which a one-step chunk runs as one cell call ("step"). LSTM, 3 inputs,
+# forward + backward of one step, us, 1 thread (2-core AMD EPYC, torch 2.13, quiet machine):
+#   lanes x hidden   fused (oneDNN)   fused, oneDNN off   cell      no grad: fused   cell
+#   1 x 10           345              288                 246                106      32
+#   1 x 64           485              247                 202                 83      20
+#   32 x 64          579              383                 275                 94      47
+#   400 x 64         1,048            1,022               977                378     376
+#   2000 x 128       13,307           13,862              14,283            4,847    7,370
+STEP_MAX_WIDTH = 32_768
 LOOP_MIN_WIDTH = 24_576  # lanes x hidden from which the loop, in one thread, beats fused nn.LSTM
 LOOP_MIN_WIDTH_SPLIT = 8_192  # ... and in two lane groups or more (training)
 LOOP_MIN_STEPS = 32  # steps per chunk from which it does (fewer: its per-call setup shows)
@@ -85,20 +99,42 @@ def loop_covers(layer: nn.Module) -> bool:
     )
 
 
-def choose(layer: nn.Module, x: Tensor, engine: str | None = None) -> str:
-    """"fused" or "loop" for this layer and chunk.
+def step_covers(layer: nn.Module) -> bool:
+    """Whether the step engine computes this layer (a plain one-layer LSTM, GRU or RNN, with
+    no hooks that calling the layer itself would run)."""
+    return bool(
+        type(layer) in _CELL_FUNCTIONS
+        and layer.num_layers == 1
+        and not layer.bidirectional
+        and getattr(layer, "proj_size", 0) == 0
+        and layer.batch_first
+        and not layer._forward_hooks
+        and not layer._forward_pre_hooks
+    )
 
-    The loop when: CPU, float32/float64, a layer it covers, gradients wanted (training), and a
-    chunk large enough (steps >= LOOP_MIN_STEPS, lanes x hidden >= LOOP_MIN_WIDTH, or
+
+def choose(layer: nn.Module, x: Tensor, engine: str | None = None) -> str:
+    """The engine for this layer and chunk: "fused", "step" or "loop".
+
+    "step" for a chunk of one step on the CPU, float32/float64, lanes x hidden up to
+    STEP_MAX_WIDTH, a layer it covers. The loop when: CPU, float32/float64, a layer it
+    covers, gradients wanted (training), and a chunk large enough (steps >= LOOP_MIN_STEPS, lanes x hidden >= LOOP_MIN_WIDTH, or
     LOOP_MIN_WIDTH_SPLIT where the thread policy gives it two lane groups or more); otherwise
     the fused module. `engine` (or the environment variable STATEFULRNN_ENGINE) forces one
     where it applies."""
     forced = engine or os.environ.get(_ENV) or "auto"
     if forced not in ENGINES:
         raise ValueError(f"engine must be one of {ENGINES}; received {forced!r}.")
-    if forced == "fused" or x.device.type != "cpu" or not loop_covers(layer):
+    if forced == "fused" or x.device.type != "cpu":
         return "fused"
     if x.dtype not in (torch.float32, torch.float64):
+        return "fused"
+    one_step_chunk = forced != "loop" and x.shape[1] == 1 and step_covers(layer)
+    if one_step_chunk and (
+        forced == "step" or x.shape[0] * cast(int, layer.hidden_size) <= STEP_MAX_WIDTH
+    ):
+        return "step"
+    if forced == "step" or not loop_covers(layer):
         return "fused"
     if forced == "loop":
         return "loop"
@@ -117,9 +153,48 @@ def choose(layer: nn.Module, x: Tensor, engine: str | None = None) -> str:
 
 def run_layer(layer: nn.Module, x: Tensor, hx, engine: str | None = None):
     """`layer(x, hx)` by the chosen engine: (out [B, T, H], h_n or (h_n, c_n))."""
-    if choose(layer, x, engine) == "fused":
+    which = choose(layer, x, engine)
+    if which == "fused":
         return layer(x, hx)
+    if which == "step":
+        return one_step(cast(nn.RNNBase, layer), x, hx)  # step_covers: LSTM, GRU or RNN
     return lstm_loop(cast(nn.LSTM, layer), x, hx)  # loop_covers: an nn.LSTM
+
+
+def _rnn_cell(layer: nn.RNNBase):
+    return torch.rnn_tanh_cell if layer.nonlinearity == "tanh" else torch.rnn_relu_cell
+
+
+# the cell function of each layer type step_covers, given the layer
+_CELL_FUNCTIONS = {
+    nn.LSTM: lambda layer: torch.lstm_cell,
+    nn.GRU: lambda layer: torch.gru_cell,
+    nn.RNN: _rnn_cell,
+}
+
+
+def one_step(layer: nn.RNNBase, x: Tensor, hx):
+    """`layer(x, hx)` for x [B, 1, F] (step_covers(layer)): one call of the cell's function
+    on [B, F]. Returns what the layer returns: out [B, 1, H], h_n [1, B, H] (LSTM: (h_n, c_n)),
+    views of the one step's h (and c)."""
+    x0 = x[:, 0]
+    # [w_ih, w_hh(, b_ih, b_hh)], as the layer passes them to its kernel
+    weights: list[Tensor | None] = list(layer._flat_weights)
+    if not layer.bias:
+        weights += [None, None]
+    cell = _CELL_FUNCTIONS[type(layer)](layer)
+    hidden = layer.hidden_size
+    if type(layer) is nn.LSTM:
+        if hx is None:
+            h0 = x0.new_zeros(x0.shape[0], hidden)
+            hx = (h0, h0)
+        else:
+            hx = (hx[0][0], hx[1][0])
+        h, c = cell(x0, hx, *weights)
+        return h.unsqueeze(1), (h.unsqueeze(0), c.unsqueeze(0))
+    h0 = x0.new_zeros(x0.shape[0], hidden) if hx is None else hx[0]
+    h = cell(x0, h0, *weights)
+    return h.unsqueeze(1), h.unsqueeze(0)
 
 
 def lstm_loop(layer: nn.LSTM, x: Tensor, hx, groups: int | None = None):
