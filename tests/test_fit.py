@@ -240,6 +240,54 @@ def first_bit_data(n, seed, steps=20):
     return x, np.repeat(x[:, :1, :], steps, axis=1)
 
 
+def per_step_oracle(model, x, y, optimizer: str, lr: float) -> list[float]:
+    """Seed 001's recipe written out in plain PyTorch: one sequence at a time, one update per
+    step, the state carried (detached) and zeroed per sequence; each layer called as itself
+    (nn.LSTM, oneDNN and all), torch's optimizer on its own defaults (a loop over the
+    parameters), zero_grad as torch does it. Returns each update's loss."""
+    lstm, head = model.layers[0], model.head
+    opt = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}[optimizer](model.parameters(), lr=lr)
+    xt, yt = torch.from_numpy(x).to(model.dtype), torch.from_numpy(y).to(model.dtype)
+    losses = []
+    for i in range(len(xt)):
+        state = None
+        for t in range(xt.shape[1]):
+            out, state = lstm(xt[i : i + 1, t : t + 1], state)
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(
+                head(out), yt[i : i + 1, t : t + 1]
+            )
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+            state = (state[0].detach(), state[1].detach())
+    return losses
+
+
+# float32: lr 1e-3 (seed 001's): Adam's steps are ~lr whatever the gradient, so rounding
+# differences grow with lr (1.04e-6 at lr 1e-2 after these 240 updates)
+@pytest.mark.parametrize(
+    "dtype,tol,lr", [(torch.float64, 1e-10, 1e-2), (torch.float32, 1e-6, 1e-3)]
+)
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_per_step_training_is_the_hand_written_per_step_loop(dtype, tol, lr, optimizer):
+    """window 1, batch 1 (the one-step engine, a fused optimizer): the parameters and the
+    epoch's loss of the plain loop above, to float rounding, after 240 updates."""
+    x, y = first_bit_data(12, seed=3)
+    got = make_rnn(1, 6, 1, seed=5, dtype=dtype)
+    want = make_rnn(1, 6, 1, seed=5, dtype=dtype)
+    h = sr.fit(got, sr.Sequences.from_arrays(x, y), window=1, batch_size=1, epochs=1,
+               loss="bce", optimizer=optimizer, lr=lr, shuffle=False, verbose=0)  # fmt: skip
+    losses = per_step_oracle(want, x, y, optimizer, lr=lr)
+    assert len(losses) == 240
+    for (name, a), b in zip(got.named_parameters(), want.parameters()):
+        assert (a - b).abs().max() <= tol, name
+    assert h[0]["loss"] == pytest.approx(np.mean(losses), rel=tol, abs=0)
+    moved = max(float((a - b).detach().abs().max()) for a, b in
+                zip(got.parameters(), make_rnn(1, 6, 1, seed=5, dtype=dtype).parameters()))  # fmt: skip
+    assert moved > 10 * lr  # the weights did train
+
+
 def test_first_bit_stateful_learns_it_stateless_windows_cannot():
     xtr, ytr = first_bit_data(600, seed=1)
     xv, yv = first_bit_data(200, seed=2)
