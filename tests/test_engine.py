@@ -420,3 +420,23 @@ def test_the_loop_keeps_one_lane_group_off_the_cpu(monkeypatch):
         with threads.using_workers(2), pytest.raises(Seen):
             engine.lstm_loop(layer, torch.zeros(400, 10, 1, device=device), None)
     assert seen == [2, 1]
+
+
+def test_a_torchscript_refusal_is_said_once_and_the_python_steps_run(monkeypatch):
+    """A refusal (e.g. the source file changed under a running process) used to fall back in
+    silence, and lane groups lost their parallel speed without a word."""
+    import warnings
+
+    def refuse(fn):
+        raise RuntimeError("can't get source code\nmore detail")
+
+    monkeypatch.delenv("STATEFULRNN_NO_TORCHSCRIPT", raising=False)
+    monkeypatch.setattr(engine, "_COMPILED", [])
+    monkeypatch.setattr(engine, "_COMPILE_ERROR", [])
+    monkeypatch.setattr(torch.jit, "script", refuse)
+    with pytest.warns(RuntimeWarning, match=r"could not compile .*RuntimeError: can't get source"):
+        assert engine._steps() == (engine._forward_steps, engine._backward_steps)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # said once per process
+        assert engine._steps() == (engine._forward_steps, engine._backward_steps)
+    assert "can't get source" in str(engine._COMPILE_ERROR[0])

@@ -452,6 +452,16 @@ def _steps(compiled: bool = True):
             except Exception as err:  # noqa: BLE001 (any refusal: the Python functions)
                 _COMPILE_ERROR.append(err)
                 _COMPILED.append((_forward_steps, _backward_steps))
+                first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+                warnings.warn(  # once per process: the numbers are the same, the speed is not
+                    f"statefulrnn: TorchScript could not compile the loop engine's steps "
+                    f"({type(err).__name__}: {first[:200]}); they run as Python, the same "
+                    "numbers, but lane groups then run one at a time (the GIL). A source file "
+                    "changed under a running process does this: restart it. Set "
+                    f"{_NO_SCRIPT}=1 to skip the attempt.",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
     return _COMPILED[0]
 
 
