@@ -246,7 +246,8 @@ def per_step_oracle(model, x, y, optimizer: str, lr: float) -> list[float]:
     (nn.LSTM, oneDNN and all), torch's optimizer on its own defaults (a loop over the
     parameters), zero_grad as torch does it. Returns each update's loss."""
     lstm, head = model.layers[0], model.head
-    opt = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}[optimizer](model.parameters(), lr=lr)
+    make = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD, "rmsprop": torch.optim.RMSprop}
+    opt = make[optimizer](model.parameters(), lr=lr)
     xt, yt = torch.from_numpy(x).to(model.dtype), torch.from_numpy(y).to(model.dtype)
     losses = []
     for i in range(len(xt)):
@@ -269,9 +270,9 @@ def per_step_oracle(model, x, y, optimizer: str, lr: float) -> list[float]:
 @pytest.mark.parametrize(
     "dtype,tol,lr", [(torch.float64, 1e-10, 1e-2), (torch.float32, 1e-6, 1e-3)]
 )
-@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+@pytest.mark.parametrize("optimizer", ["adam", "sgd", "rmsprop"])
 def test_per_step_training_is_the_hand_written_per_step_loop(dtype, tol, lr, optimizer):
-    """window 1, batch 1 (the one-step engine, a fused optimizer): the parameters and the
+    """window 1, batch 1 (the one-step engine, a fused or foreach optimizer): the parameters and the
     epoch's loss of the plain loop above, to float rounding, after 240 updates."""
     x, y = first_bit_data(12, seed=3)
     got = make_rnn(1, 6, 1, seed=5, dtype=dtype)
