@@ -24,7 +24,8 @@ if TYPE_CHECKING:
     import torch
 
 OptimizerFactory = Callable[[Any], "torch.optim.Optimizer"]
-# the optimizers known by name (train/fit.py makes them); "keras-rmsprop" has Keras's defaults
+# the optimizers known by name (train/fit.py makes them, on torch's fused or foreach kernels
+# where the parameters allow); "keras-rmsprop" has Keras's defaults
 OPTIMIZER_NAMES = ("adam", "adamw", "rmsprop", "keras-rmsprop", "sgd")
 
 
