@@ -21,7 +21,11 @@ Wall seconds and CPU seconds (every thread of the side's process) are both recor
 machine shared with other work the CPU figures move least. Every round runs every side once, alternating (statefulrnn, bare loop, Keras, ...), after one
 warm-up round that is not counted; the figures are medians over the rounds. Two phases: "quiet"
 (whatever else the machine runs: the load average is recorded beside every phase) and "busy",
-with a competing busy process this benchmark starts (one bounded CPU loop) and stops itself.
+with a competing busy process this benchmark starts (one bounded CPU loop) and stops itself:
+by default a child in this benchmark's session, so the scheduler shares the cores per thread
+between it and ours; `--busy-session new` starts it in a session of its own (setsid), a
+separate scheduling group where Linux groups sessions, which then gets a group's share against
+all of our threads together. The JSON's `busy_process` records which, and both groups.
 The bare loops (training loops, nn.LSTMCell) run twice per round: at torch's default thread count (what a user
 writing them gets; `_<n>t_default`) and at one thread (`_1t`); `speedup_vs.best_bare` is the
 ratio to the faster of the two. (They share this process, so they also get the passive OpenMP
@@ -277,9 +281,23 @@ WORKLOADS = {
 BUSY_CODE = f"import time\nend = time.time() + {BUSY_LIMIT_S}\nx = 0\nwhile time.time() < end:\n    x += 1\n"
 
 
-def start_busy() -> subprocess.Popen:
-    """One bounded CPU loop (it ends by itself after BUSY_LIMIT_S); stopped by stop_busy."""
-    return subprocess.Popen([sys.executable, "-c", BUSY_CODE])
+def start_busy(session: str = "same") -> subprocess.Popen:
+    """One bounded CPU loop (it ends by itself after BUSY_LIMIT_S); stopped by stop_busy.
+
+    `session` "same": a child in this process's session, so (where Linux groups sessions,
+    /proc/sys/kernel/sched_autogroup_enabled) the scheduler shares the cores between its thread
+    and each of ours alike; "new": in a session of its own (setsid), as a program started from
+    another terminal or service is, so it gets a group's share against all of our threads."""
+    return subprocess.Popen([sys.executable, "-c", BUSY_CODE], start_new_session=session == "new")
+
+
+def sched_group(pid: int | str = "self") -> str | None:
+    """The scheduling group (autogroup) of a process, where Linux says: what decides whether
+    the busy process competes with each of our threads or with all of them together."""
+    try:
+        return Path(f"/proc/{pid}/autogroup").read_text().strip()
+    except OSError:
+        return None
 
 
 def stop_busy(proc: subprocess.Popen) -> None:
@@ -353,6 +371,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--keras-python", type=Path, default=KERAS_PYTHON,
                         help="python of the Keras virtual environment")  # fmt: skip
     parser.add_argument("--no-keras", action="store_true", help="skip the Keras side")
+    parser.add_argument("--busy-session", choices=["same", "new"], default="same",
+                        help="the busy process in this session (same, the default) or in a "
+                        "session of its own (new: setsid)")  # fmt: skip
     parser.add_argument("--out", type=Path, default=RESULTS, help="the JSON to write")
     args = parser.parse_args(argv)
     if args.rounds < 1:
@@ -374,9 +395,15 @@ def main(argv: list[str] | None = None) -> dict:
     try:
         for phase in phases:
             print(f"{phase} (load average {os.getloadavg()[0]:.1f}):", flush=True)
-            busy = start_busy() if phase == "busy" else None
+            busy = start_busy(args.busy_session) if phase == "busy" else None
             try:
                 result["phases"][phase] = run_phase(names, args.rounds, args.quick, keras)
+                if busy is not None:
+                    result["phases"][phase]["busy_process"] = {
+                        "session": args.busy_session,
+                        "sched_group": sched_group(busy.pid),
+                        "ours": sched_group(),
+                    }
             finally:
                 if busy is not None:
                     stop_busy(busy)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -49,7 +50,25 @@ def test_keras_benchmark_skips_keras_cleanly_and_writes_its_json(capsys, tmp_pat
     assert set(sides) == {"statefulrnn", *bare}
     assert all(v > 0 for v in sides.values())
     assert one["stream_steps_per_s"] == 1 / sides["statefulrnn"]
+    assert saved["phases"]["busy"]["busy_process"]["session"] == "same"
     assert torch.get_num_threads() == before
+
+
+@pytest.mark.parametrize("session", ["same", "new"])
+def test_the_busy_process_runs_in_this_session_or_its_own(session):
+    """--busy-session: a child in the benchmark's session (its scheduling group, where Linux
+    groups sessions), or one in a session of its own; stopped either way."""
+    bench = load("bench_vs_keras")
+    busy = bench.start_busy(session)
+    try:
+        own = os.getsid(busy.pid) == busy.pid
+        assert own == (session == "new")
+        group, ours = bench.sched_group(busy.pid), bench.sched_group()
+        if group is not None and ours is not None:  # Linux with autogroups
+            assert (group == ours) == (session == "same")
+    finally:
+        bench.stop_busy(busy)
+    assert busy.poll() is not None
 
 
 def test_keras_benchmark_times_the_bare_loop_at_default_and_one_thread(tmp_path):

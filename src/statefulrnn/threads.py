@@ -26,6 +26,37 @@ Measured (seed-000 shape; lane groups vs one group, interleaved in one process):
 So where a second core is free the groups use it (1.8x), and where it is not they cost ~4%
 more CPU and still finish first; hence one group per CPU by default.
 
+More groups or workers than CPUs, to win a larger per-thread share against a busy process,
+were measured and rejected (2026-12-04; kernel 6.18, sessions grouped by autogroup; busy: one
+Python CPU loop; medians of 4-7 interleaved rounds, load 1.2-1.8 from this run alone):
+
+    seed-000 fit, s per epoch (CPU s)   2 groups      3             4             6
+    quiet                               1.016 (1.87)  1.262 (2.11)  1.288 (2.22)  1.246 (2.29)
+    busy, a child in our session        1.500 (1.87)  1.464 (2.00)  1.463 (2.07)  1.469 (2.29)
+    busy, in a session of its own       2.113 (2.09)  (2 groups)
+
+    10,000 streams, us per call         2 workers     3             4
+    quiet                               4,580         4,206         4,523
+    busy, a child in our session        6,262         6,672         6,768
+
+- Three runnable threads on two cores is a balanced state to Linux's load balancer: no task is
+  moved to even out per-thread shares. With the busy loop beside our two groups we got 1.1-1.15
+  cores (fit: 1.93 CPU s in 1.71 s), not 4/3; groups re-split every chunk by each one's
+  measured speed gained nothing (1.796 -> 1.749 s): both groups ran at similar rates.
+- Every group pays ~30 fixed-cost calls per step, so 100-lane groups cost 15-19% more CPU than
+  200-lane ones: 4 groups reach 1.4 cores under load but are 25% slower quiet (and 3 groups
+  on 2 cores leave one core shared by two of them: 24% slower quiet).
+- A call on 10,000 streams lasts ~4 ms, about one scheduler slice. Workers sleep between calls
+  and are woken onto the waking thread's core: traced under load, 4 workers ran their blocks
+  one after another on one core; with workers pinned one per core, the block held by the
+  worker that shares its core with the busy loop was preempted for ~4 ms while the other had
+  finished. The block step compiled without the GIL (TorchScript) gained nothing there.
+- A busy process in a session of its own is a scheduling group of its own: it gets a group's
+  share against all our threads together (our two groups were both on one core, fit 0.48x
+  quiet); no thread count changes that.
+So the busy-machine ratio of issue 13 (>= 0.75x quiet) holds for calls on one thread (per-step
+training, one stream, 1,000 streams) and not for lane groups or stream blocks on 2 cores.
+
 Why (2-core AMD EPYC, torch 2.13 CPU; seed-000 shape: LSTM(64), 400 lanes, chunks of 500
 steps, forward + backward of one chunk, interleaved repeats, medians, machine shared with other
 work, load average beside each figure):
