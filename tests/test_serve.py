@@ -38,6 +38,7 @@ from statefulrnn.streams.service import StreamService  # noqa: E402
 F, H, OUT = 2, 6, 2
 TOL = 1e-5
 CLI = "import sys; from statefulrnn.cli import main; sys.exit(main())"
+SERVERS = ("granian", "uvicorn")  # `serve --server`: the default first
 
 
 def make_model(seed=0, cell="lstm"):
@@ -490,13 +491,83 @@ def crash_and_continue(tmp_path, store_args, kills: int = 2) -> None:
 
 
 @pytest.mark.slow
-def test_kill_9_of_the_server_loses_no_acknowledged_step_sqlite(tmp_path):
-    crash_and_continue(tmp_path, ["--state", str(tmp_path / "streams.db")])
+@pytest.mark.parametrize("server", SERVERS)
+def test_kill_9_of_the_server_loses_no_acknowledged_step_sqlite(tmp_path, server):
+    crash_and_continue(tmp_path, ["--state", str(tmp_path / "streams.db"), "--server", server])
 
 
 @pytest.mark.slow
-def test_kill_9_of_the_server_loses_no_acknowledged_step_redis(tmp_path, redis_url):
-    crash_and_continue(tmp_path, ["--redis", redis_url])
+@pytest.mark.parametrize("server", SERVERS)
+def test_kill_9_of_the_server_loses_no_acknowledged_step_redis(tmp_path, redis_url, server):
+    crash_and_continue(tmp_path, ["--redis", redis_url, "--server", server])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("server", SERVERS)
+def test_each_server_serves_every_endpoint_and_stops_cleanly(tmp_path, server):
+    """A real `serve --server S` process: one-step and many-step HTTP, WebSocket (one step
+    and many per message) equal stateful prediction; bad input is refused (malformed JSON,
+    a body over --max-body, a WebSocket message over it); health, metrics, OpenAPI, docs;
+    SIGTERM stops it gracefully and frees the store (a new process opens it and goes on)."""
+    import httpx
+    from websockets.exceptions import ConnectionClosedError
+    from websockets.sync.client import connect
+
+    bundle = make_bundle(cell="lstm")
+    bundle.save(tmp_path / "model")
+    rng = np.random.default_rng(5)
+    xs = [rng.normal(2.0, 3.0, size=(6, F)) for _ in range(3)]
+    port = free_port()
+    args = ["--state", str(tmp_path / "s.db"), "--server", server, "--max-body", "4000"]
+    proc = start_server(tmp_path / "model", port, args)
+    url = f"http://127.0.0.1:{port}"
+    got: list[list] = [[] for _ in xs]
+    try:
+        with httpx.Client(timeout=30) as http, connect(f"ws://127.0.0.1:{port}/v1/ws") as ws:
+            for t in range(3):  # HTTP: stream 0 one step per request, 1 and 2 in one body
+                r = http.post(f"{url}/v1/streams/s0/step", json={"x": xs[0][t : t + 1].tolist()})
+                assert r.status_code == 200, r.text
+                got[0].append(r.json()["y"])
+                body = {"steps": [{"id": f"s{i}", "x": xs[i][t : t + 1].tolist()} for i in (1, 2)]}
+                results = http.post(f"{url}/v1/step", json=body).json()["results"]
+                for i, res in zip((1, 2), results):
+                    got[i].append(res["y"])
+            for t in range(3, 6):  # WebSocket: stream 0 one step per message, 1 and 2 in one
+                ws.send(json.dumps({"id": "s0", "x": xs[0][t : t + 1].tolist(), "tag": t}))
+                reply = json.loads(ws.recv())
+                assert reply["tag"] == t
+                got[0].append(reply["y"])
+                steps = [{"id": f"s{i}", "x": xs[i][t : t + 1].tolist()} for i in (1, 2)]
+                ws.send(json.dumps({"steps": steps}))
+                for i, res in zip((1, 2), json.loads(ws.recv())["results"]):
+                    got[i].append(res["y"])
+            ws.send("x" * 5000)  # over --max-body: granian hands it to the app (413, the
+            try:  # connection stays); uvicorn's WebSocket limit closes the connection (1009)
+                assert json.loads(ws.recv())["status"] == 413 and server == "granian"
+            except ConnectionClosedError as closed:
+                assert closed.rcvd is not None and closed.rcvd.code == 1009 and server == "uvicorn"
+            bad = http.post(f"{url}/v1/streams/s0/step", content=b'{"x": [[1, }')
+            assert bad.status_code == 400 and "malformed JSON" in bad.json()["error"]
+            huge = http.post(f"{url}/v1/streams/s0/step", content=b" " * 5000)
+            assert huge.status_code == 413 and "--max-body" in huge.json()["error"]
+            assert http.get(f"{url}/healthz").json() == {"status": "ok"}
+            assert http.get(f"{url}/readyz").json()["status"] == "ready"
+            assert 'statefulrnn_requests_total{status="200"}' in http.get(f"{url}/metrics").text
+            assert "/v1/streams/{sid}/step" in http.get(f"{url}/openapi.json").json()["paths"]
+            assert "statefulrnn serve" in http.get(f"{url}/docs").text
+            assert http.get(f"{url}/v1/streams/s0").json()["version"] == 6
+        proc.send_signal(signal.SIGTERM)  # uvicorn re-raises it after its graceful stop
+        assert proc.wait(timeout=30) in (0, -signal.SIGTERM)
+        assert '"message": "stopped"' in (tmp_path / f"serve-{port}.log").read_text()
+        proc = start_server(tmp_path / "model", port, args)  # the store was released
+        with httpx.Client(timeout=30) as http:
+            assert http.get(f"{url}/v1/streams/s2").json()["version"] == 6
+    finally:
+        proc.kill()
+        proc.wait()
+    want = stateful(bundle, xs)
+    for i in range(3):
+        np.testing.assert_allclose(np.concatenate(got[i]), want[i], atol=TOL)
 
 
 def test_serve_refuses_bad_options(tmp_path, capsys):
@@ -514,8 +585,9 @@ def test_serve_refuses_bad_options(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_two_serve_processes_on_one_redis_alternating_every_step(tmp_path, redis_url):
-    """Two real `statefulrnn serve` processes (replicas) on one redis-server; the client sends
-    each stream's steps to the replicas in turn: the single-process (stateful) outputs."""
+    """Two real `statefulrnn serve` processes (replicas, one on granian, one on uvicorn) on one
+    redis-server; the client sends each stream's steps to the replicas in turn: the
+    single-process (stateful) outputs."""
     import httpx
 
     bundle = make_bundle(cell="gru")
@@ -523,7 +595,10 @@ def test_two_serve_processes_on_one_redis_alternating_every_step(tmp_path, redis
     rng = np.random.default_rng(13)
     xs = [rng.normal(3.0, 5.0, size=(8, F)) for _ in range(3)]
     ports = [free_port(), free_port()]
-    servers = [spawn_server(tmp_path / "model", p, ["--redis", redis_url]) for p in ports]
+    servers = [  # one replica on each HTTP server
+        spawn_server(tmp_path / "model", p, ["--redis", redis_url, "--server", name])
+        for p, name in zip(ports, SERVERS)
+    ]
     for server, port in zip(servers, ports):  # both start at once
         wait_ready(server, tmp_path / "model", port)
     got = [[] for _ in xs]

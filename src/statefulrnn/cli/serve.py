@@ -71,6 +71,12 @@ def add_parser(subparsers) -> None:
         metavar="S",
         help="drop streams unused for S seconds from memory (their state stays in the store)",
     )
+    p.add_argument(
+        "--server",
+        choices=["granian", "uvicorn"],
+        default="granian",
+        help="the HTTP server (default: granian; see docs/serve.md for the measurements)",
+    )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.set_defaults(run=run)
 
@@ -121,14 +127,21 @@ def build(args):
 
 def run(args) -> int:
     try:
-        import uvicorn
+        import orjson  # noqa: F401
+        import starlette  # noqa: F401
+
+        if args.server == "granian":
+            import granian  # noqa: F401
+        else:
+            import uvicorn  # noqa: F401
 
         from statefulrnn.streams.http import JsonLogFormatter
-        from statefulrnn.streams.server import uvicorn_config
+        from statefulrnn.streams.server import run_granian, uvicorn_config
     except ImportError as err:
         print(
             f"serve: {err.name} is not installed; install the server packages: "
-            "pip install starlette uvicorn httptools uvloop orjson websockets prometheus-client",
+            "pip install 'statefulrnn[serve]' (starlette granian uvicorn httptools uvloop "
+            "orjson websockets prometheus-client redis)",
             file=sys.stderr,
         )
         return 2
@@ -143,8 +156,13 @@ def run(args) -> int:
     except (OSError, ValueError, TypeError) as err:
         print(f"serve: {err}", file=sys.stderr)
         return 2
-    config = uvicorn_config(app, host=args.host, port=args.port, max_body=args.max_body)
-    server = uvicorn.Server(config)
-    logger.info("listening", extra={"fields": {"host": args.host, "port": args.port}})
-    server.run()
+    where = {"host": args.host, "port": args.port, "server": args.server}
+    logger.info("listening", extra={"fields": where})
+    if args.server == "granian":
+        run_granian(app, host=args.host, port=args.port, max_body=args.max_body)
+    else:
+        import uvicorn
+
+        config = uvicorn_config(app, host=args.host, port=args.port, max_body=args.max_body)
+        uvicorn.Server(config).run()
     return 0

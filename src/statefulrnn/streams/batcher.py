@@ -31,7 +31,7 @@ from statefulrnn.streams.service import StepRequest, StepResult, StreamService
 class MicroBatcher:
     """Collects `submit`ted requests into micro-batches for `service.step` (see module doc).
 
-    `on_batch(n_requests, n_steps, seconds)`: called after each batch (metrics).
+    `on_batch(n_requests, n_steps, seconds, results)`: called after each batch (metrics).
     """
 
     def __init__(
@@ -40,7 +40,7 @@ class MicroBatcher:
         *,
         delay: float = 0.002,
         max_batch: int = 4096,
-        on_batch: Callable[[int, int, float], None] | None = None,
+        on_batch: Callable[[int, int, float, list[StepResult]], None] | None = None,
     ):
         if delay < 0:
             raise ValueError(f"the batching delay must be >= 0 seconds; received {delay}.")
@@ -135,7 +135,7 @@ class MicroBatcher:
                         fut.set_exception(err)
                 continue
             if self.on_batch is not None:
-                self.on_batch(len(batch), len(requests), time.perf_counter() - t0)
+                self.on_batch(len(batch), len(requests), time.perf_counter() - t0, results)
             at = 0
             for reqs, fut in batch:
                 if not fut.done():  # the caller may have gone (a closed connection)

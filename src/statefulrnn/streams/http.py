@@ -305,8 +305,8 @@ class App:
         return self.batcher.enqueue(requests)
 
     def done(self, requests: list[StepRequest], results: list[StepResult], t0: float) -> None:
-        """Metrics and logs of answered requests queued at `t0`."""
-        self.metrics.steps(results, time.perf_counter() - t0)
+        """Metrics and logs of answered requests queued at `t0` (the batch counted them)."""
+        self.metrics.waited(time.perf_counter() - t0)
         for req, res in zip(requests, results):
             if res.status >= 500:
                 self.metrics.store_error()

@@ -47,12 +47,12 @@ class Metrics:
         self._ok = self.requests.labels("200")
         self._by_status: dict = {}
 
-    def batch(self, n_calls: int, n_requests: int, seconds: float) -> None:
+    def batch(self, n_calls: int, n_requests: int, seconds: float, results=()) -> None:
+        """One micro-batch: its size and time, and its results counted (once per batch, not
+        per request: prometheus_client's locked increments were ~2% of the server's py-spy
+        samples under 1,000 one-step HTTP clients)."""
         self.batch_requests.observe(n_requests)
         self.batch_seconds.observe(seconds)
-
-    def steps(self, results, seconds: float) -> None:
-        """Count one request's results (runs per request: kept to ~1 us)."""
         ok = steps = 0
         for res in results:
             if res.error is None:
@@ -65,6 +65,9 @@ class Metrics:
             self._ok.inc(ok)
         if steps:
             self.applied.inc(steps)
+
+    def waited(self, seconds: float) -> None:
+        """One request's time from queueing to answer."""
         self.latency.observe(seconds)
 
     def refused(self, status: int) -> None:

@@ -94,3 +94,65 @@ def uvicorn_config(app, *, host: str, port: int, max_body: int, **kw):
         proxy_headers=False,
         **kw,
     )
+
+
+# ----------------------------------------------------------------- granian
+SERVERS = ("granian", "uvicorn")
+# requests granian hands to the app at once (its "backpressure"); the rest wait in its Rust
+# side. Above --max-batch and the streams a server holds in flight, so batches are not capped
+# by it; each waiting request costs the app a future and a few hundred bytes.
+GRANIAN_CONCURRENCY = 16_384
+LISTEN_BACKLOG = 2048  # uvicorn's default; 1,000 clients connecting at once fit
+
+
+def run_granian(app, *, host: str, port: int, max_body: int) -> None:
+    """Serve `app` (ASGI, with lifespan) with granian's embedded server in this process.
+
+    Why granian: its HTTP/1.1 and WebSocket I/O and parsing run in Rust threads outside the
+    GIL, so the Python thread runs only the app; under uvicorn the one Python thread also does
+    every socket read, parse and write (docs/serve.md has the measurements). Embedded, not
+    granian's worker processes: the app (model, SQLite store and its lock) lives in the
+    process `serve` started, so a SIGKILL of it ends everything at once (no orphan worker
+    holding the store's lock) and the store's one-writer rule holds. SIGINT and SIGTERM stop
+    it gracefully (the lifespan closes the store). `max_body` is enforced by the app per body
+    and per WebSocket message.
+    """
+    import signal
+
+    from granian.constants import HTTPModes, Interfaces
+    from granian.server.embed import Server
+
+    del max_body  # enforced by the app (read_body, and each WebSocket message)
+    # granian's own log lines (only errors: the embedded server warns at each start that it
+    # is "experimental") go to stderr, beside ours; stdout stays free
+    log_config = {
+        "handlers": {
+            "console": {"class": "logging.StreamHandler", "stream": "ext://sys.stderr"},
+            "access": {"class": "logging.StreamHandler", "stream": "ext://sys.stderr"},
+        }
+    }
+
+    async def main() -> None:
+        server = Server(
+            app,
+            address=host,
+            port=port,
+            interface=Interfaces.ASGI,
+            http=HTTPModes.http1,
+            websockets=True,
+            backlog=LISTEN_BACKLOG,
+            backpressure=GRANIAN_CONCURRENCY,
+            log_level="error",  # type: ignore[arg-type]  # a LogLevels value
+            log_dictconfig=log_config,
+        )
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, server.stop)
+        await server.serve()
+
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - Windows: the plain loop
+        asyncio.run(main())
+    else:
+        uvloop.run(main())

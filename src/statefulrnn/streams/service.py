@@ -35,7 +35,7 @@ from statefulrnn.streams.pool import StreamPool
 MAX_ID_CHARS = DEFAULT_LIMITS.max_id_chars  # the same bound as `stream`'s lines
 
 
-@dataclass
+@dataclass(slots=True)
 class StepRequest:
     """One request's steps for one stream: x [k, F] (k >= 1) in the user's units.
 
@@ -53,7 +53,7 @@ class StepRequest:
     tag: object = None
 
 
-@dataclass
+@dataclass(slots=True)
 class StepResult:
     """y [k, O] or an error with an HTTP-like status (400 bad input, 409 conflict, 503 store)."""
 
@@ -64,7 +64,7 @@ class StepResult:
     version: int | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class _Held:
     version: int  # the store's version of the state the pool holds (0: not in the store)
     seq: int | None
@@ -309,30 +309,41 @@ class StreamService:
         y = np.asarray(y, dtype=np.float64)
         rows = pool.rows(ids).numpy() if self.store is not None else None
         now = time.monotonic()
+        held_of, ys = self._held, list(y)  # one view per row, made in C
+        state_rows = list(rows) if rows is not None else None
         for j, n in enumerate(members):
             req = requests[n]
-            sid = req.sid
-            held = self._held.get(sid)
+            sid, seq = req.sid, req.seq
+            held = held_of.get(sid)
             if held is None:
-                held = self._held[sid] = _Held(0, None, None)
-            base = writes[sid].version if sid in writes else held.version
-            held.seq = req.seq if req.seq is not None else held.seq
-            if sid not in answered or held.answers is None:
+                held = held_of[sid] = _Held(0, None, None)
+            pending = writes.get(sid)
+            base = pending.version if pending is not None else held.version
+            if seq is not None:
+                held.seq = seq
+            mine = answered.get(sid)
+            if mine is None:
+                mine = answered[sid] = []
                 held.answers = {}  # the replies this commit will keep for retries
-            if req.seq is not None:
-                held.answers[req.seq] = y[j]
+            elif held.answers is None:
+                held.answers = {}
+            yj = ys[j]
+            if seq is not None:
+                held.answers[seq] = yj
             held.used = now
-            out[n] = StepResult(y=y[j], version=base + 1)
-            answered.setdefault(sid, []).append(n)
+            out[n] = StepResult(yj, None, 200, False, base + 1)
+            mine.append(n)
             if req.end:
                 deletes.add(sid)
                 gone[sid] = base
                 writes.pop(sid, None)
                 pool.drop(sid)
-                del self._held[sid]
-            elif rows is not None:
-                deletes.discard(sid)
-                writes[sid] = Write(sid, base, held.seq, rows[j], dict(held.answers))
+                del held_of[sid]
+            elif state_rows is not None:
+                if deletes:
+                    deletes.discard(sid)
+                answers = dict(held.answers) if held.answers else None
+                writes[sid] = Write(sid, base, held.seq, state_rows[j], answers)
 
     @property
     def _store(self) -> StateStore:
