@@ -1,9 +1,10 @@
 """Load generator for `statefulrnn serve`: throughput and latency on loopback, LSTM(64), 1 in, 1 out.
 
     .venv/bin/python benchmarks/bench_serve.py [--seconds 5] [--streams 1000] [--clients 2]
-        [--quick] [--no-redis] [--sync-normal] [--out benchmarks/results/serve.json]
+        [--quick] [--no-redis] [--sync-normal] [--server granian,uvicorn]
+        [--out benchmarks/results/serve.json]
 
-Starts `statefulrnn serve` (a real uvicorn process) with the embedded store (SQLite, FULL
+Starts `statefulrnn serve` (a real process; `--server`: granian, the default, and/or uvicorn) with the embedded store (SQLite, FULL
 sync) and, if redis-server is installed, with a Redis store (a redis-server of its own, no
 persistence) (and with --sync-normal, SQLite without an fsync per commit); for each it runs these closed loads, each measured over --seconds after a
 1 s warm-up, by --clients client processes (benchmarks/serve_client.py: asyncio protocols on
@@ -182,14 +183,14 @@ def in_process_service(model, n, seconds, path: Path) -> dict:
 
 # ----------------------------------------------------------------- servers
 def start_serve(
-    model_dir: Path, store_args: list[str], log: Path, delay_ms: float
+    model_dir: Path, store_args: list[str], log: Path, delay_ms: float, server: str = "granian"
 ) -> tuple[subprocess.Popen, int]:
     port = free_port()
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     with open(log, "ab") as err:
         proc = subprocess.Popen(
             [sys.executable, "-c", CLI, "serve", str(model_dir), "--port", str(port),
-             "--batch-delay-ms", str(delay_ms), *store_args],
+             "--batch-delay-ms", str(delay_ms), "--server", server, *store_args],
             stdout=subprocess.DEVNULL,
             stderr=err,
             env=env,
@@ -231,6 +232,11 @@ def main(argv: list[str] | None = None) -> dict:
         help="also SQLite with --sync normal (no fsync per commit: what FULL's fsync costs)",
     )
     parser.add_argument("--loads", default=",".join(LOADS), help="comma-separated subset")
+    parser.add_argument(
+        "--server",
+        default="granian",
+        help="serve --server, or several comma-separated (granian,uvicorn): each store on each",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"JSON (default: {RESULTS})")
     args = parser.parse_args(argv)
     if args.quick:
@@ -243,8 +249,12 @@ def main(argv: list[str] | None = None) -> dict:
     torch.manual_seed(0)
     model = sr.StatefulRNN(1, HIDDEN, 1, cell="lstm").eval()
     n = args.streams
+    servers = [name.strip() for name in args.server.split(",") if name.strip()]
+    if not servers or set(servers) - {"granian", "uvicorn"}:
+        parser.error(f"--server: granian and/or uvicorn; received {args.server!r}")
     out: dict = {
         "model": f"StatefulRNN lstm, input 1, hidden {HIDDEN}, output 1, float32",
+        "servers": servers,
         "streams": n,
         "seconds_per_load": args.seconds,
         "client_processes": args.clients,
@@ -278,10 +288,21 @@ def main(argv: list[str] | None = None) -> dict:
             stores["redis"] = ["--redis", f"redis://127.0.0.1:{rport}/0"]
         elif not args.no_redis:
             out["redis_skipped"] = "redis-server is not installed (apt-get install redis-server)"
+        runs = [  # (store, server, key in the JSON): one server keeps the store's name
+            (store, server, store if len(servers) == 1 else f"{store}_{server}")
+            for store in stores
+            for server in servers
+        ]
         try:
-            for name, store_args in stores.items():
+            for store, server, name in runs:
                 log = tmp / f"serve-{name}.log"
-                proc, port = start_serve(tmp / "model", store_args, log, args.batch_delay_ms)
+                if store.startswith("sqlite"):  # a fresh database for each run
+                    Path(stores[store][1]).unlink(missing_ok=True)
+                    for extra in ("-wal", "-shm"):
+                        Path(stores[store][1] + extra).unlink(missing_ok=True)
+                proc, port = start_serve(
+                    tmp / "model", stores[store], log, args.batch_delay_ms, server
+                )
                 res: dict = {}
                 try:
                     for load in loads:

@@ -94,17 +94,22 @@ def test_keras_benchmark_times_the_bare_loop_at_default_and_one_thread(tmp_path)
 @pytest.mark.slow
 def test_serve_benchmark_runs_end_to_end_and_writes_its_json(tmp_path):
     """bench_serve.py starts `statefulrnn serve`, drives it with serve_client.py processes and
-    writes its JSON (a short run: two loads, the embedded store; numbers are not asserted)."""
+    writes its JSON (a short run: two loads, the embedded store on both servers; numbers are
+    not asserted)."""
     pytest.importorskip("uvicorn")
+    pytest.importorskip("granian")
     out = tmp_path / "serve.json"
     result = load("bench_serve").main(
         ["--seconds", "0.3", "--streams", "20", "--no-redis", "--out", str(out),
-         "--loads", "single_stream_http,many_websocket"]
+         "--loads", "single_stream_http,many_websocket", "--server", "granian,uvicorn"]
     )  # fmt: skip
     saved = json.loads(out.read_text())
-    assert saved["stores"].keys() == {"sqlite"} == result["stores"].keys()
-    for name in ("single_stream_http", "many_websocket"):
-        load_result = saved["stores"]["sqlite"][name]
+    runs = {"sqlite_granian", "sqlite_uvicorn"}
+    assert saved["stores"].keys() == runs == result["stores"].keys()
+    for name, run in [
+        (name, run) for name in ("single_stream_http", "many_websocket") for run in runs
+    ]:
+        load_result = saved["stores"][run][name]
         assert "errors" not in load_result, load_result
         assert load_result["stream_steps_per_s"] > 0 and load_result["p50_ms"] > 0
         assert load_result["server_cpu_us_per_step"] is not None
