@@ -139,9 +139,8 @@ def run(args) -> int:
         from statefulrnn.streams.server import run_granian, uvicorn_config
     except ImportError as err:
         print(
-            f"serve: {err.name} is not installed; install the server packages: "
-            "pip install 'statefulrnn[serve]' (starlette granian uvicorn httptools uvloop "
-            "orjson websockets prometheus-client redis)",
+            f"serve: {err.name} is not installed; install the server packages: pip install "
+            "starlette granian uvicorn httptools uvloop orjson websockets prometheus-client",
             file=sys.stderr,
         )
         return 2
