@@ -1,10 +1,10 @@
 """Load generator for `statefulrnn serve`: throughput and latency on loopback, LSTM(64), 1 in, 1 out.
 
     .venv/bin/python benchmarks/bench_serve.py [--seconds 5] [--streams 1000] [--clients 2]
-        [--quick] [--no-redis] [--sync-normal] [--server granian,uvicorn]
+        [--quick] [--no-redis] [--sync-normal] [--server uvicorn,granian]
         [--out benchmarks/results/serve.json]
 
-Starts `statefulrnn serve` (a real process; `--server`: granian, the default, and/or uvicorn) with the embedded store (SQLite, FULL
+Starts `statefulrnn serve` (a real process; `--server`: uvicorn, the default, and/or granian) with the embedded store (SQLite, FULL
 sync) and, if redis-server is installed, with a Redis store (a redis-server of its own, no
 persistence) (and with --sync-normal, SQLite without an fsync per commit); for each it runs these closed loads, each measured over --seconds after a
 1 s warm-up, by --clients client processes (benchmarks/serve_client.py: asyncio protocols on
@@ -183,7 +183,7 @@ def in_process_service(model, n, seconds, path: Path) -> dict:
 
 # ----------------------------------------------------------------- servers
 def start_serve(
-    model_dir: Path, store_args: list[str], log: Path, delay_ms: float, server: str = "granian"
+    model_dir: Path, store_args: list[str], log: Path, delay_ms: float, server: str = "uvicorn"
 ) -> tuple[subprocess.Popen, int]:
     port = free_port()
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -234,8 +234,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--loads", default=",".join(LOADS), help="comma-separated subset")
     parser.add_argument(
         "--server",
-        default="granian",
-        help="serve --server, or several comma-separated (granian,uvicorn): each store on each",
+        default="uvicorn",
+        help="serve --server, or several comma-separated (uvicorn,granian): each store on each",
     )
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"JSON (default: {RESULTS})")
     args = parser.parse_args(argv)

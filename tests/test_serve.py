@@ -38,7 +38,7 @@ from statefulrnn.streams.service import StreamService  # noqa: E402
 F, H, OUT = 2, 6, 2
 TOL = 1e-5
 CLI = "import sys; from statefulrnn.cli import main; sys.exit(main())"
-SERVERS = ("granian", "uvicorn")  # `serve --server`: the default first
+SERVERS = ("uvicorn", "granian")  # `serve --server`: the default first
 
 
 def make_model(seed=0, cell="lstm"):
@@ -585,7 +585,7 @@ def test_serve_refuses_bad_options(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_two_serve_processes_on_one_redis_alternating_every_step(tmp_path, redis_url):
-    """Two real `statefulrnn serve` processes (replicas, one on granian, one on uvicorn) on one
+    """Two real `statefulrnn serve` processes (replicas, one on uvicorn, one on granian) on one
     redis-server; the client sends each stream's steps to the replicas in turn: the
     single-process (stateful) outputs."""
     import httpx

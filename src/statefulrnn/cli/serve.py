@@ -1,6 +1,7 @@
-"""`statefulrnn serve MODEL_DIR`: the model's streams over HTTP and WebSocket (uvicorn).
+"""`statefulrnn serve MODEL_DIR`: the model's streams over HTTP and WebSocket.
 
-Thin: options -> StreamPool + state store -> StreamService -> streams/http.py's app -> uvicorn.
+Thin: options -> StreamPool + state store -> StreamService -> streams/http.py's app -> the
+server (streams/server.py).
 """
 
 from __future__ import annotations
@@ -73,9 +74,10 @@ def add_parser(subparsers) -> None:
     )
     p.add_argument(
         "--server",
-        choices=["granian", "uvicorn"],
-        default="granian",
-        help="the HTTP server (default: granian; see docs/serve.md for the measurements)",
+        choices=["uvicorn", "granian"],
+        default="uvicorn",
+        help="the HTTP server (default: uvicorn; granian serves one-step HTTP requests 10-25%% "
+        "faster but WebSocket messages ~2.5x slower: docs/serve.md)",
     )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.set_defaults(run=run)
@@ -130,10 +132,10 @@ def run(args) -> int:
         import orjson  # noqa: F401
         import starlette  # noqa: F401
 
-        if args.server == "granian":
-            import granian  # noqa: F401
-        else:
+        if args.server == "uvicorn":
             import uvicorn  # noqa: F401
+        else:
+            import granian  # noqa: F401
 
         from statefulrnn.streams.http import JsonLogFormatter
         from statefulrnn.streams.server import run_granian, uvicorn_config
@@ -157,11 +159,11 @@ def run(args) -> int:
         return 2
     where = {"host": args.host, "port": args.port, "server": args.server}
     logger.info("listening", extra={"fields": where})
-    if args.server == "granian":
-        run_granian(app, host=args.host, port=args.port, max_body=args.max_body)
-    else:
+    if args.server == "uvicorn":
         import uvicorn
 
         config = uvicorn_config(app, host=args.host, port=args.port, max_body=args.max_body)
         uvicorn.Server(config).run()
+    else:
+        run_granian(app, host=args.host, port=args.port, max_body=args.max_body)
     return 0

@@ -1,4 +1,5 @@
-"""How `statefulrnn serve` runs its ASGI app under uvicorn: `uvicorn_config(app, ...)`.
+"""How `statefulrnn serve` runs its ASGI app: under uvicorn (`uvicorn_config(app, ...)`, the
+default) or granian (`run_granian(app, ...)`, `serve --server granian`).
 
 Two settings come from profiling the server under 1,000 one-step HTTP clients (docs/serve.md):
 
@@ -97,7 +98,6 @@ def uvicorn_config(app, *, host: str, port: int, max_body: int, **kw):
 
 
 # ----------------------------------------------------------------- granian
-SERVERS = ("granian", "uvicorn")
 # requests granian hands to the app at once (its "backpressure"); the rest wait in its Rust
 # side. Above --max-batch and the streams a server holds in flight, so batches are not capped
 # by it; each waiting request costs the app a future and a few hundred bytes.
@@ -108,9 +108,12 @@ LISTEN_BACKLOG = 2048  # uvicorn's default; 1,000 clients connecting at once fit
 def run_granian(app, *, host: str, port: int, max_body: int) -> None:
     """Serve `app` (ASGI, with lifespan) with granian's embedded server in this process.
 
-    Why granian: its HTTP/1.1 and WebSocket I/O and parsing run in Rust threads outside the
-    GIL, so the Python thread runs only the app; under uvicorn the one Python thread also does
-    every socket read, parse and write (docs/serve.md has the measurements). Embedded, not
+    Why offer granian: its HTTP/1.1 and WebSocket I/O and parsing run in Rust threads outside
+    the GIL, so the Python thread runs only the app; under uvicorn the one Python thread also
+    does every socket read, parse and write. Measured (docs/serve.md): one-step HTTP requests
+    from 1,000 clients 10-27% faster, but one-step WebSocket messages ~2.5x slower (each
+    `send` is awaited across threads, one message at a time per connection: our reading)
+    and a lone request's latency +0.3 ms, so uvicorn stays the default. Embedded, not
     granian's worker processes: the app (model, SQLite store and its lock) lives in the
     process `serve` started, so a SIGKILL of it ends everything at once (no orphan worker
     holding the store's lock) and the store's one-writer rule holds. SIGINT and SIGTERM stop
