@@ -76,8 +76,8 @@ def add_parser(subparsers) -> None:
         "--server",
         choices=["uvicorn", "granian"],
         default="uvicorn",
-        help="the HTTP server (default: uvicorn; granian serves one-step HTTP requests 10-25%% "
-        "faster but WebSocket messages ~2.5x slower: docs/serve.md)",
+        help="the HTTP server (default: uvicorn; granian serves one-step HTTP requests 7-27%% "
+        "faster but one-step WebSocket messages 1.6-2.7x slower: docs/serve.md)",
     )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.set_defaults(run=run)

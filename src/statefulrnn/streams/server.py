@@ -111,9 +111,9 @@ def run_granian(app, *, host: str, port: int, max_body: int) -> None:
     Why offer granian: its HTTP/1.1 and WebSocket I/O and parsing run in Rust threads outside
     the GIL, so the Python thread runs only the app; under uvicorn the one Python thread also
     does every socket read, parse and write. Measured (docs/serve.md): one-step HTTP requests
-    from 1,000 clients 10-27% faster, but one-step WebSocket messages ~2.5x slower (each
+    from 1,000 clients 7-27% faster, but one-step WebSocket messages 1.6-2.7x slower (each
     `send` is awaited across threads, one message at a time per connection: our reading)
-    and a lone request's latency +0.3 ms, so uvicorn stays the default. Embedded, not
+    and a lone request's latency +0.1-0.3 ms, so uvicorn stays the default. Embedded, not
     granian's worker processes: the app (model, SQLite store and its lock) lives in the
     process `serve` started, so a SIGKILL of it ends everything at once (no orphan worker
     holding the store's lock) and the store's one-writer rule holds. SIGINT and SIGTERM stop
