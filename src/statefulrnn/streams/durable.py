@@ -61,20 +61,6 @@ INSERT = (
     "INSERT INTO streams (version, seq, state, y, id) VALUES (?, ?, ?, ?, ?) "
     "ON CONFLICT (id) DO NOTHING"
 )
-# the same for many rows in one statement (SQLite >= 3.33 for UPDATE ... FROM); the VALUES
-# rows are (version, seq, state, y, id, old version) as UPDATE's parameters, and (version,
-# seq, state, y, id) as INSERT's
-UPDATE_MANY = (
-    "UPDATE streams SET version = v.column1, seq = v.column2, state = v.column3, y = v.column4 "
-    "FROM (VALUES {}) AS v WHERE streams.id = v.column5 AND streams.version = v.column6"
-)
-INSERT_MANY = (
-    "INSERT INTO streams (version, seq, state, y, id) SELECT * FROM (VALUES {}) WHERE true "
-    "ON CONFLICT (id) DO NOTHING"
-)
-MANY_OK = sqlite3.sqlite_version_info >= (3, 33, 0)
-MANY_MIN = 8  # fewer rows than this: executemany
-MANY_MAX = 128  # rows per statement: x 6 parameters, below SQLite's oldest limit (999)
 
 
 class StoreError(RuntimeError):
@@ -413,31 +399,12 @@ class SQLiteStore(StateStore):
         return conflicts
 
     def _write(self, rows: list[tuple]) -> int:
-        """Updates (version > 0) and inserts (version 0) of `commit`; how many applied.
-
-        Many rows per statement (`_many`): one `sqlite3_step` writes a whole chunk with the
-        GIL released, where `executemany` takes and releases the GIL once per row (in
-        `serve`, the event loop wants the GIL meanwhile: a handoff per row), and ~2 us less
-        CPU per row."""
+        """Updates (version > 0) and inserts (version 0) of `commit`; how many applied."""
+        db = self._conn
         updates = [r for r in rows if r[5]]
         inserts = [r[:5] for r in rows if not r[5]]
-        return self._many(UPDATE_MANY, UPDATE, updates) + self._many(INSERT_MANY, INSERT, inserts)
-
-    def _many(self, many: str, one: str, rows: list[tuple]) -> int:
-        """Rows through `many` (a statement over a VALUES list of rows) in chunks of a power of
-        two rows (a few distinct statements, so SQLite's statement cache keeps them), the
-        last few rows through `one`; how many applied."""
-        db = self._conn
-        applied, at, width = 0, 0, len(rows[0]) if rows else 0
-        while len(rows) - at >= MANY_MIN and MANY_OK:
-            size = min(MANY_MAX, 1 << ((len(rows) - at).bit_length() - 1))
-            marks = ",".join(["(" + ",".join("?" * width) + ")"] * size)
-            params = [v for row in rows[at : at + size] for v in row]
-            applied += db.execute(many.format(marks), params).rowcount
-            at += size
-        if at < len(rows):
-            applied += db.executemany(one, rows[at:]).rowcount
-        return applied
+        applied = db.executemany(UPDATE, updates).rowcount if updates else 0
+        return applied + (db.executemany(INSERT, inserts).rowcount if inserts else 0)
 
     def _versions(self, ids: list[Hashable]) -> dict[Hashable, int]:
         out: dict[Hashable, int] = {}

@@ -309,41 +309,30 @@ class StreamService:
         y = np.asarray(y, dtype=np.float64)
         rows = pool.rows(ids).numpy() if self.store is not None else None
         now = time.monotonic()
-        held_of, ys = self._held, list(y)  # one view per row, made in C
-        state_rows = list(rows) if rows is not None else None
         for j, n in enumerate(members):
             req = requests[n]
-            sid, seq = req.sid, req.seq
-            held = held_of.get(sid)
+            sid = req.sid
+            held = self._held.get(sid)
             if held is None:
-                held = held_of[sid] = _Held(0, None, None)
-            pending = writes.get(sid)
-            base = pending.version if pending is not None else held.version
-            if seq is not None:
-                held.seq = seq
-            mine = answered.get(sid)
-            if mine is None:
-                mine = answered[sid] = []
+                held = self._held[sid] = _Held(0, None, None)
+            base = writes[sid].version if sid in writes else held.version
+            held.seq = req.seq if req.seq is not None else held.seq
+            if sid not in answered or held.answers is None:
                 held.answers = {}  # the replies this commit will keep for retries
-            elif held.answers is None:
-                held.answers = {}
-            yj = ys[j]
-            if seq is not None:
-                held.answers[seq] = yj
+            if req.seq is not None:
+                held.answers[req.seq] = y[j]
             held.used = now
-            out[n] = StepResult(yj, None, 200, False, base + 1)
-            mine.append(n)
+            out[n] = StepResult(y=y[j], version=base + 1)
+            answered.setdefault(sid, []).append(n)
             if req.end:
                 deletes.add(sid)
                 gone[sid] = base
                 writes.pop(sid, None)
                 pool.drop(sid)
-                del held_of[sid]
-            elif state_rows is not None:
-                if deletes:
-                    deletes.discard(sid)
-                answers = dict(held.answers) if held.answers else None
-                writes[sid] = Write(sid, base, held.seq, state_rows[j], answers)
+                del self._held[sid]
+            elif rows is not None:
+                deletes.discard(sid)
+                writes[sid] = Write(sid, base, held.seq, rows[j], dict(held.answers))
 
     @property
     def _store(self) -> StateStore:
