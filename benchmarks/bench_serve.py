@@ -1,7 +1,7 @@
 """Load generator for `statefulrnn serve`: throughput and latency on loopback, LSTM(64), 1 in, 1 out.
 
     .venv/bin/python benchmarks/bench_serve.py [--seconds 5] [--streams 1000] [--clients 2]
-        [--quick] [--no-redis] [--sync-normal] [--server uvicorn,granian]
+        [--quick] [--no-redis] [--sync-normal] [--server uvicorn,granian] [--workers 1,2]
         [--out benchmarks/results/serve.json]
 
 Starts `statefulrnn serve` (a real process; `--server`: uvicorn, the default, and/or granian) with the embedded store (SQLite, FULL
@@ -71,9 +71,23 @@ def wait_port(port: int, proc: subprocess.Popen, what: str, timeout: float = 120
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process so far (from /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU seconds of a process and its live children so far (from /proc): a
+    `serve --workers N` is a supervisor and N worker processes."""
+    total = 0.0
+    for p in [pid, *children(pid)]:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:  # exited meanwhile
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except (FileNotFoundError, ValueError):
+        return []
 
 
 def pct(values: np.ndarray, q: float) -> float:
@@ -183,14 +197,20 @@ def in_process_service(model, n, seconds, path: Path) -> dict:
 
 # ----------------------------------------------------------------- servers
 def start_serve(
-    model_dir: Path, store_args: list[str], log: Path, delay_ms: float, server: str = "uvicorn"
+    model_dir: Path,
+    store_args: list[str],
+    log: Path,
+    delay_ms: float,
+    server: str = "uvicorn",
+    workers: int = 1,
 ) -> tuple[subprocess.Popen, int]:
     port = free_port()
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     with open(log, "ab") as err:
         proc = subprocess.Popen(
             [sys.executable, "-c", CLI, "serve", str(model_dir), "--port", str(port),
-             "--batch-delay-ms", str(delay_ms), "--server", server, *store_args],
+             "--batch-delay-ms", str(delay_ms), "--server", server, "--workers", str(workers),
+             *store_args],
             stdout=subprocess.DEVNULL,
             stderr=err,
             env=env,
@@ -237,6 +257,11 @@ def main(argv: list[str] | None = None) -> dict:
         default="uvicorn",
         help="serve --server, or several comma-separated (uvicorn,granian): each store on each",
     )
+    parser.add_argument(
+        "--workers",
+        default="1",
+        help="serve --workers, or several comma-separated (1,2): uvicorn only above 1",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"JSON (default: {RESULTS})")
     args = parser.parse_args(argv)
     if args.quick:
@@ -252,9 +277,16 @@ def main(argv: list[str] | None = None) -> dict:
     servers = [name.strip() for name in args.server.split(",") if name.strip()]
     if not servers or set(servers) - {"granian", "uvicorn"}:
         parser.error(f"--server: granian and/or uvicorn; received {args.server!r}")
+    try:
+        worker_counts = [int(w) for w in args.workers.split(",") if w.strip()]
+    except ValueError:
+        parser.error(f"--workers: comma-separated counts; received {args.workers!r}")
+    if not worker_counts or min(worker_counts) < 1:
+        parser.error(f"--workers: counts >= 1; received {args.workers!r}")
     out: dict = {
         "model": f"StatefulRNN lstm, input 1, hidden {HIDDEN}, output 1, float32",
         "servers": servers,
+        "workers": worker_counts,
         "streams": n,
         "seconds_per_load": args.seconds,
         "client_processes": args.clients,
@@ -288,20 +320,27 @@ def main(argv: list[str] | None = None) -> dict:
             stores["redis"] = ["--redis", f"redis://127.0.0.1:{rport}/0"]
         elif not args.no_redis:
             out["redis_skipped"] = "redis-server is not installed (apt-get install redis-server)"
-        runs = [  # (store, server, key in the JSON): one server keeps the store's name
-            (store, server, store if len(servers) == 1 else f"{store}_{server}")
+        runs = [  # (store, server, workers, key in the JSON): one server keeps the store's name
+            (
+                store,
+                server,
+                w,
+                (store if len(servers) == 1 else f"{store}_{server}") + (f"_w{w}" if w > 1 else ""),
+            )
             for store in stores
             for server in servers
+            for w in worker_counts
+            if w == 1 or server == "uvicorn"  # serve --workers is uvicorn only
         ]
         try:
-            for store, server, name in runs:
+            for store, server, workers, name in runs:
                 log = tmp / f"serve-{name}.log"
                 if store.startswith("sqlite"):  # a fresh database for each run
                     Path(stores[store][1]).unlink(missing_ok=True)
                     for extra in ("-wal", "-shm"):
                         Path(stores[store][1] + extra).unlink(missing_ok=True)
                 proc, port = start_serve(
-                    tmp / "model", stores[store], log, args.batch_delay_ms, server
+                    tmp / "model", stores[store], log, args.batch_delay_ms, server, workers
                 )
                 res: dict = {}
                 try:

@@ -24,8 +24,11 @@ batch's new states are committed to the state store before any of its answers is
   POST /v1/streams/ID/reset   DELETE /v1/streams/ID   GET /v1/streams/ID   WS /v1/ws
   GET  /healthz /readyz /metrics /docs /openapi.json
 
-State: --state FILE (SQLite, this process only), --redis URL (shared by replicas; versioned
-so two replicas never both advance a stream), or neither (memory: lost at exit).
+State: --state FILE (SQLite: this serve's processes only), --redis URL (shared by replicas;
+versioned so two replicas never both advance a stream), or neither (memory: lost at exit).
+
+--workers N runs N server processes on one port and one store (--state or --redis), for N
+cores: one process uses about one core (docs/serve.md has the numbers).
 """
 
 EPILOG = """\
@@ -79,8 +82,32 @@ def add_parser(subparsers) -> None:
         help="the HTTP server (default: uvicorn; granian serves one-step HTTP requests 7-27%% "
         "faster but one-step WebSocket messages 1.6-2.7x slower: docs/serve.md)",
     )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="server processes on one port, sharing --state or --redis (default: 1; about one "
+        "core each; uvicorn only)",
+    )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.set_defaults(run=run)
+
+
+def check_workers(args) -> None:
+    """--workers needs a store the workers share, and uvicorn (granian measured slower)."""
+    if args.workers <= 1:
+        return
+    if not (args.state or args.redis):
+        raise ValueError(
+            f"--workers {args.workers}: the workers share stream states through the store; "
+            "give --state FILE or --redis URL (in memory, each worker would have its own streams)"
+        )
+    if args.server != "uvicorn":
+        raise ValueError(
+            f"--workers with --server {args.server}: only uvicorn (two granian processes served "
+            "fewer one-step requests than two uvicorn ones here: docs/serve.md)"
+        )
 
 
 def build(args):
@@ -91,7 +118,8 @@ def build(args):
     from statefulrnn.streams.http import make_app
     from statefulrnn.streams.service import StreamService
 
-    for name in ("capacity", "max_batch", "max_body"):
+    check_workers(args)
+    for name in ("capacity", "max_batch", "max_body", "workers"):
         value = getattr(args, name)
         if value is not None and value < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1; received {value}")
@@ -104,7 +132,7 @@ def build(args):
     bundle = load_bundle(args.model)  # the network and the user's units (scaling, link)
     store: StateStore
     if args.state:
-        store = SQLiteStore(args.state, synchronous=args.sync)
+        store = SQLiteStore(args.state, synchronous=args.sync, shared=args.workers > 1)
     elif args.redis:
         from statefulrnn.streams.redis_store import RedisStore
 
@@ -127,7 +155,7 @@ def build(args):
     return service, app
 
 
-def run(args) -> int:
+def run(args, worker: dict | None = None) -> int:
     try:
         import orjson  # noqa: F401
         import starlette  # noqa: F401
@@ -152,11 +180,27 @@ def run(args) -> int:
     logger.handlers[:] = [handler]
     logger.setLevel(args.log_level.upper())
     logger.propagate = False
+    if args.workers > 1 and worker is None:
+        return supervise(args, logger)
     try:
         _, app = build(args)
     except (OSError, ValueError, TypeError) as err:
         print(f"serve: {err}", file=sys.stderr)
         return 2
+    if worker is not None:  # one of `--workers N`: its own socket on the port
+        import uvicorn
+
+        from statefulrnn.streams.workers import listen, worker_ready
+
+        worker_ready(worker)  # returns when every worker is ready: all listen at once
+        try:
+            sock = listen(args.host, args.port)
+        except OSError as err:
+            print(f"serve: {err}", file=sys.stderr)
+            return 2
+        config = uvicorn_config(app, host=args.host, port=args.port, max_body=args.max_body)
+        uvicorn.Server(config).run(sockets=[sock])
+        return 0
     where = {"host": args.host, "port": args.port, "server": args.server}
     logger.info("listening", extra={"fields": where})
     if args.server == "uvicorn":
@@ -167,3 +211,53 @@ def run(args) -> int:
     else:
         run_granian(app, host=args.host, port=args.port, max_body=args.max_body)
     return 0
+
+
+def supervise(args, logger: logging.Logger) -> int:
+    """`--workers N`: check the options, listen, hold the store, run the workers."""
+    from statefulrnn.streams import workers
+
+    try:
+        check_workers(args)
+        store = None
+        if args.state:  # held open (shared lock) so no lone writer takes the file meanwhile
+            from statefulrnn.streams.durable import SQLiteStore
+
+            store = SQLiteStore(args.state, synchronous=args.sync, shared=True)
+        holder = workers.listen(args.host, args.port, backlog=None)
+    except (OSError, ValueError) as err:
+        print(f"serve: {err}", file=sys.stderr)
+        return 2
+    host, port = holder.getsockname()[:2]
+    logger.info(
+        "listening",
+        extra={
+            "fields": {"host": host, "port": port, "server": args.server, "workers": args.workers}
+        },
+    )
+    options = {k: v for k, v in vars(args).items() if not callable(v)}
+    options["port"] = port  # port 0: the one the supervisor got
+    try:
+        return workers.supervise(holder, args.workers, options)
+    finally:
+        if store is not None:
+            store.close()
+
+
+def worker_main() -> int:
+    """A worker of `serve --workers N` (started by streams/workers.py with its options)."""
+    import argparse
+
+    from statefulrnn.streams.workers import worker_setup
+
+    info = worker_setup()
+    if info is None:
+        print(
+            "statefulrnn.cli.serve is started by `statefulrnn serve --workers N`", file=sys.stderr
+        )
+        return 2
+    return run(argparse.Namespace(**info["args"]), worker=info)
+
+
+if __name__ == "__main__":
+    sys.exit(worker_main())

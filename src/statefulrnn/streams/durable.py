@@ -20,7 +20,11 @@ Stores (same interface; `exclusive` says whether this process is the only writer
 - `SQLiteStore(path)`: an embedded SQLite database in WAL mode, one row per stream, one
   transaction per micro-batch. An exclusive `flock` on the database file means a second
   process refuses to open it (rather than both writing and the last one silently winning);
-  the kernel drops the lock when the holder dies, even by SIGKILL. `synchronous=FULL` by
+  the kernel drops the lock when the holder dies, even by SIGKILL. `SQLiteStore(path,
+  shared=True)` is for the worker processes of one `serve --workers N`: each takes a shared
+  `flock` (so a process that wants the file alone is refused, and the other way round), is not
+  `exclusive`, and relies on the versioned commits (`BEGIN IMMEDIATE` serializes the writers)
+  exactly as Redis replicas do. `synchronous=FULL` by
   default: a commit is on disk (WAL fsync'd) before the answer goes out, so neither kill -9
   nor a power cut loses an acknowledged step. `synchronous="NORMAL"` fsyncs only at WAL
   checkpoints: a kill -9 still loses nothing (the WAL is in the OS's page cache), a power cut
@@ -265,10 +269,12 @@ class MemoryStore(StateStore):
 
 
 class SQLiteStore(StateStore):
-    """Stream records in an SQLite database (WAL), locked to one process (see module docstring)."""
+    """Stream records in an SQLite database (WAL), locked to one process or shared by the
+    workers of one `serve --workers` (see module docstring)."""
 
-    def __init__(self, path: str | Path, *, synchronous: str = "FULL"):
+    def __init__(self, path: str | Path, *, synchronous: str = "FULL", shared: bool = False):
         self.path = Path(path)
+        self.exclusive = not shared
         self.where = str(self.path)
         synchronous = synchronous.upper()
         if synchronous not in SYNC_MODES:
@@ -294,14 +300,18 @@ class SQLiteStore(StateStore):
         except OSError as err:
             raise OSError(f"cannot open --state {self.path} for writing: {err.strerror}.") from None
         try:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(self._lock_fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except OSError:
             os.close(self._lock_fd)
             self._lock_fd = None
+            holder = (
+                "a process that holds it alone (a `serve` without --workers, or `stream`)"
+                if shared
+                else "another process (a `serve`, `serve --workers` or `stream` holds its lock)"
+            )
             raise OSError(
-                f"{self.path} is in use by another process (it holds the file's lock); two "
-                "processes writing one state store would overwrite each other's streams. Stop "
-                "the other one, or give another --state."
+                f"{self.path} is in use by {holder}; writers that do not know of each other "
+                "would overwrite each other's streams. Stop the other one, or give another --state."
             ) from None
         try:
             # autocommit mode: transactions are opened explicitly (BEGIN IMMEDIATE)
@@ -318,8 +328,8 @@ class SQLiteStore(StateStore):
                 "CREATE TABLE IF NOT EXISTS streams (id TEXT PRIMARY KEY, version INTEGER NOT NULL,"
                 " seq INTEGER, state BLOB NOT NULL, y BLOB)"
             )
-            # the number of streams, counted once here and then kept by commit (this process
-            # is the only writer), so /metrics never scans the table
+            # the number of streams, counted once here and then kept by commit when this
+            # process is the only writer, so /metrics never scans the table (shared: __len__)
             self._count = db.execute("SELECT COUNT(*) FROM streams").fetchone()[0]
             self._db = db
         except (sqlite3.Error, OSError) as err:
@@ -337,14 +347,15 @@ class SQLiteStore(StateStore):
         full = {"format": FORMAT, "version": FORMAT_VERSION, **meta}
         row = self._conn.execute("SELECT value FROM meta WHERE key = 'pool'").fetchone()
         if row is None:
-            try:
+            try:  # OR IGNORE: a worker that started at the same instant may have written it
                 self._conn.execute(
-                    "INSERT INTO meta (key, value) VALUES ('pool', ?)", (json.dumps(full),)
+                    "INSERT OR IGNORE INTO meta (key, value) VALUES ('pool', ?)",
+                    (json.dumps(full),),
                 )
+                row = self._conn.execute("SELECT value FROM meta WHERE key = 'pool'").fetchone()
             except sqlite3.Error as err:
                 raise OSError(f"cannot write to --state {self.path}: {err}") from None
-        else:
-            check_meta(str(self.path), json.loads(row[0]), full)
+        check_meta(str(self.path), json.loads(row[0]), full)
 
     def load(self, ids):
         keys = [key_of(i) for i in ids]
@@ -430,7 +441,12 @@ class SQLiteStore(StateStore):
         return [id_of(k) for (k,) in self._conn.execute("SELECT id FROM streams ORDER BY rowid")]
 
     def __len__(self) -> int:
-        return self._count
+        if self.exclusive:
+            return self._count
+        try:  # other workers insert and delete too: count (a scan, only when metrics ask)
+            return self._conn.execute("SELECT COUNT(*) FROM streams").fetchone()[0]
+        except sqlite3.Error as err:
+            raise StoreError(f"reading {self.path}: {err}") from None
 
     def close(self) -> None:
         if self._db is not None:
