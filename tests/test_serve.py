@@ -226,7 +226,7 @@ def test_a_store_of_another_model_is_refused_at_start(tmp_path):
 def test_health_metrics_docs_and_stream_lifecycle(tmp_path):
     model = make_model()
     with client_for(model, SQLiteStore(tmp_path / "s.db"), idle_timeout=0.2) as c:
-        assert c.get("/healthz").json() == {"status": "ok"}
+        assert c.get("/healthz").json() == {"status": "ok", "pid": os.getpid()}
         assert c.get("/readyz").json()["identity"] == model.identity()
         x = [[0.1, 0.2]]
         assert c.post("/v1/streams/s/step", json={"x": x, "seq": 4}).json()["version"] == 1
@@ -390,6 +390,23 @@ def test_redis_down_mid_service_answers_503_naming_the_store_and_recovers(tmp_pa
 
 
 # ----------------------------------------------------------------- 2. kill -9 the server
+def workers_of(pid: int) -> set[int]:
+    return {int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
+
+
+def wait_gone(pids: set[int], timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    for pid in pids:
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.05)
+        else:
+            raise AssertionError(f"worker {pid} outlived its supervisor by {timeout} s")
+
+
 def spawn_server(model_dir, port, store_args) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     log = Path(model_dir).parent / f"serve-{port}.log"
@@ -474,8 +491,10 @@ def crash_and_continue(tmp_path, store_args, kills: int = 2) -> None:
                     target = before + (total - before) // (kills - round_ + 1)
                     while acknowledged() < target and not all(f.done() for f in futures):
                         time.sleep(0.005)
+                    workers = workers_of(server.pid)  # `--workers N`: they die with it
                     server.send_signal(signal.SIGKILL)
                     server.wait()
+                    wait_gone(workers)
                 for f in futures:
                     f.result()
             if round_ < kills:
@@ -494,6 +513,11 @@ def crash_and_continue(tmp_path, store_args, kills: int = 2) -> None:
 @pytest.mark.parametrize("server", SERVERS)
 def test_kill_9_of_the_server_loses_no_acknowledged_step_sqlite(tmp_path, server):
     crash_and_continue(tmp_path, ["--state", str(tmp_path / "streams.db"), "--server", server])
+
+
+@pytest.mark.slow
+def test_kill_9_of_serve_workers_loses_no_acknowledged_step_sqlite(tmp_path):
+    crash_and_continue(tmp_path, ["--state", str(tmp_path / "streams.db"), "--workers", "2"])
 
 
 @pytest.mark.slow
@@ -550,7 +574,7 @@ def test_each_server_serves_every_endpoint_and_stops_cleanly(tmp_path, server):
             assert bad.status_code == 400 and "malformed JSON" in bad.json()["error"]
             huge = http.post(f"{url}/v1/streams/s0/step", content=b" " * 5000)
             assert huge.status_code == 413 and "--max-body" in huge.json()["error"]
-            assert http.get(f"{url}/healthz").json() == {"status": "ok"}
+            assert http.get(f"{url}/healthz").json() == {"status": "ok", "pid": proc.pid}
             assert http.get(f"{url}/readyz").json()["status"] == "ready"
             assert 'statefulrnn_requests_total{status="200"}' in http.get(f"{url}/metrics").text
             assert "/v1/streams/{sid}/step" in http.get(f"{url}/openapi.json").json()["paths"]
@@ -619,6 +643,143 @@ def test_two_serve_processes_on_one_redis_alternating_every_step(tmp_path, redis
             s.kill()
             s.wait()
     assert info[0]["version"] == info[1]["version"] == 8  # both replicas see every step
+    want = stateful(bundle, xs)
+    for i in range(3):
+        np.testing.assert_allclose(np.concatenate(got[i]), want[i], atol=TOL)
+
+
+# ----------------------------------------------------------------- serve --workers N
+def test_two_services_sharing_one_sqlite_store_alternating_every_step_equal_one_process(tmp_path):
+    """The store of `serve --workers`: two services on one SQLite file (shared lock, not
+    exclusive), each stream switching service at every step, give the one-process outputs;
+    a stale write from the service that did not see the last step is refused (409)."""
+    model = make_model(cell="gru")
+    rng = np.random.default_rng(17)
+    xs = [rng.normal(size=(9, F)) for _ in range(3)]
+    path = tmp_path / "s.db"
+    workers = [client_for(model, SQLiteStore(path, shared=True)) for _ in range(2)]
+    got = [[] for _ in xs]
+    with workers[0] as a, workers[1] as b:
+        for t in range(9):
+            for i in range(3):
+                c = (a, b)[(t + i) % 2]
+                r = c.post(f"/v1/streams/s{i}/step", json={"x": xs[i][t : t + 1].tolist()})
+                assert r.status_code == 200, r.text
+                got[i].append(r.json()["y"])
+        assert metric(a.get("/metrics").text, "statefulrnn_streams_known") == 3  # counted
+        from statefulrnn.streams.service import StepRequest
+
+        sa = a.app.state.serving.service
+        sb = b.app.state.serving.service
+        before = sa.info("s0")["version"]
+        assert sa.step([StepRequest("s0", xs[0][:1])])[0].status == 200
+        sb._held["s0"].version = before  # b read the old version just before a committed
+        sb.store.versions = lambda ids: {i: before for i in ids}
+        rb = sb.step([StepRequest("s0", xs[0][:1])])[0]
+        assert rb.status == 409 and "another replica" in rb.error
+    want = stateful(model, xs)
+    for i in range(3):
+        np.testing.assert_allclose(np.concatenate(got[i]), want[i], atol=TOL)
+
+
+def test_a_shared_sqlite_store_and_a_lone_writer_refuse_each_other(tmp_path):
+    path = tmp_path / "s.db"
+    shared = [SQLiteStore(path, shared=True), SQLiteStore(path, shared=True)]
+    with pytest.raises(OSError, match=r"in use by another process \(a `serve`"):
+        SQLiteStore(path)
+    for store in shared:
+        store.close()
+    alone = SQLiteStore(path)
+    with pytest.raises(OSError, match="in use by a process that holds it alone"):
+        SQLiteStore(path, shared=True)
+    alone.close()
+
+
+def test_serve_workers_refuses_what_it_cannot_share(tmp_path, capsys):
+    from statefulrnn.cli import main
+
+    make_model().save(tmp_path / "model")
+    model = str(tmp_path / "model")
+    assert main(["serve", model, "--workers", "2"]) == 2
+    assert "give --state FILE or --redis URL" in capsys.readouterr().err
+    db = str(tmp_path / "s.db")
+    assert main(["serve", model, "--workers", "2", "--state", db, "--server", "granian"]) == 2
+    assert "only uvicorn" in capsys.readouterr().err
+    assert main(["serve", model, "--workers", "0", "--state", db]) == 2
+    assert "--workers must be >= 1" in capsys.readouterr().err
+
+
+def wait_port_closed(port: int, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+        except OSError:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"port {port} still answers {timeout} s after the server was killed")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("store", ["sqlite", "redis"])
+def test_serve_workers_share_streams_survive_kill_9_and_stop_cleanly(tmp_path, store, request):
+    """`serve --workers 2`: every request on a new connection (the kernel spreads them over
+    both workers: the pids /healthz reports prove both answered), each stream's outputs equal
+    stateful prediction; a worker killed -9 is replaced; kill -9 of the supervisor takes the
+    workers with it (the port goes dead), and a new `serve --workers 2` on the same store
+    continues every stream; SIGTERM stops supervisor and workers with status 0."""
+    import httpx
+
+    store_args = (
+        ["--state", str(tmp_path / "s.db")]
+        if store == "sqlite"
+        else ["--redis", request.getfixturevalue("redis_url"), "--redis-prefix", uuid.uuid4().hex]
+    )
+    bundle = make_bundle(cell="lstm")
+    bundle.save(tmp_path / "model")
+    rng = np.random.default_rng(19)
+    xs = [rng.normal(3.0, 5.0, size=(12, F)) for _ in range(3)]
+    port = free_port()
+    args = ["--workers", "2", *store_args]
+    got: list[list] = [[] for _ in xs]
+    pids: set[int] = set()
+
+    def steps(ts) -> None:
+        for t in ts:
+            for i in range(3):
+                with httpx.Client(timeout=30) as http:  # a new connection each time
+                    url = f"http://127.0.0.1:{port}"
+                    r = http.post(
+                        f"{url}/v1/streams/s{i}/step", json={"x": xs[i][t : t + 1].tolist()}
+                    )
+                    assert r.status_code == 200, r.text
+                    got[i].append(r.json()["y"])
+                    pids.add(http.get(f"{url}/healthz").json()["pid"])
+
+    proc = start_server(tmp_path / "model", port, args)
+    try:
+        steps(range(3))
+        first = workers_of(proc.pid)
+        assert len(first) == 2 and first <= pids
+        os.kill(min(first), signal.SIGKILL)  # a worker crashes: the supervisor starts another
+        steps(range(3, 6))
+        deadline = time.monotonic() + 60
+        while len(workers_of(proc.pid) - first) < 1 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(workers_of(proc.pid)) == 2 and min(first) not in workers_of(proc.pid)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        wait_port_closed(port)  # no worker outlived the supervisor
+        proc = start_server(tmp_path / "model", port, args)
+        steps(range(6, 12))
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+        wait_port_closed(port)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert len(pids) >= 3  # two workers in each of two runs answered (pids never repeat soon)
     want = stateful(bundle, xs)
     for i in range(3):
         np.testing.assert_allclose(np.concatenate(got[i]), want[i], atol=TOL)

@@ -39,6 +39,7 @@ import contextlib
 import gc
 import json
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -482,7 +483,8 @@ class App:
         return build
 
     async def healthz(self, request: Request) -> Response:
-        return JSONResponse({"status": "ok"})
+        # the pid tells which process answered (`serve --workers N` runs N of them)
+        return JSONResponse({"status": "ok", "pid": os.getpid()})
 
     async def readyz(self, request: Request) -> Response:
         if not self.batcher.running:
