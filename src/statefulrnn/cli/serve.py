@@ -35,6 +35,7 @@ EPILOG = """\
 examples:
   statefulrnn serve models/elec --state streams.db
   statefulrnn serve models/elec --redis redis://127.0.0.1:6379/0 --port 8001
+  statefulrnn serve models/elec --state streams.db --workers 2      # two processes, one port
   curl -s localhost:8000/v1/streams/s1/step -d '{"x": [[0.5, 1.2]]}'
 """
 
