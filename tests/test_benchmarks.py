@@ -114,3 +114,29 @@ def test_serve_benchmark_runs_end_to_end_and_writes_its_json(tmp_path):
         assert load_result["stream_steps_per_s"] > 0 and load_result["p50_ms"] > 0
         assert load_result["server_cpu_us_per_step"] is not None
     assert saved["in_process_streampool"]["stream_steps_per_s"] > 0
+
+
+def test_busy_ceiling_benchmark_writes_quiet_and_busy_figures_per_job(tmp_path):
+    """bench_busy_ceiling.py --quick: every job in its own process, quiet and with
+    bench_vs_keras's busy process; the JSON's structure (never its timings)."""
+    out = tmp_path / "ceiling.json"
+    bench = load("bench_busy_ceiling")
+    result = bench.main(["--quick", "--only", "ideal_free", "--only", "seed000",
+                         "--out", str(out)])  # fmt: skip
+    saved = json.loads(out.read_text())
+    assert saved["jobs"].keys() == result["jobs"].keys()
+    assert list(saved["jobs"]) == ["ideal_free_1t", "ideal_free_2t", "seed000"]
+    assert saved["busy_session"] == "same" and saved["rounds"] == 1 and saved["quick"]
+    for name, job in saved["jobs"].items():
+        for phase in ("quiet", "busy"):
+            assert len(job[phase]) == len(job[f"{phase}_cpu"]) == 1
+            assert job[f"median_{phase}"] == job[phase][0] > 0
+        assert job["busy_over_quiet_speed"] == job["median_quiet"] / job["median_busy"]
+        assert len(job["spinner_cores"]) == 1
+        if job["sched_groups"]["busy"] is not None:  # Linux with autogroups: one group
+            assert job["sched_groups"]["busy"] == job["sched_groups"]["job"]
+        assert ("busy_vs_best_quiet" in job) == name.startswith("ideal_")
+    free = saved["jobs"]["ideal_free_1t"], saved["jobs"]["ideal_free_2t"]
+    best = min(j["median_quiet"] for j in free)
+    assert free[1]["busy_vs_best_quiet"] == best / free[1]["median_busy"]
+    assert saved["jobs"]["seed000"]["unit"] == "s per epoch"
