@@ -162,10 +162,9 @@ def make_job(name: str, quick: bool) -> Job:
 
 
 class Side:
-    """One job in a process of its own (this file with --job NAME), timed on request: torch's
-    thread settings and OpenMP teams of one job cannot change another's figures (running
-    ideal_omp's jobs first made seed000 in the same process ~1.6x slower, quiet), and each
-    job is a program as a user starts it. The process warms its job up once before `ready`."""
+    """One job in a process of its own (this file with --job NAME), timed on request: one
+    job's thread settings, OpenMP teams and memory cannot change another's figures, and each
+    job is a program as a user starts it. The process warms its job up twice before `ready`."""
 
     def __init__(self, name: str, quick: bool):
         cmd = [sys.executable, str(Path(__file__).resolve()), "--job", name]
@@ -243,9 +242,9 @@ def once(side: Side, session: str | None) -> dict:
 def measure(side: Side, session: str, rounds: int) -> dict[str, list[dict]]:
     """`rounds` quiet and `rounds` busy runs of one job, alternating (quiet first in even
     rounds), after one run that is not counted. A job's runs follow each other: a process that
-    sat idle for seconds pays extra system time on its next run here (seed000: up to ~0.9 s
-    more per epoch, its freed memory handed back by the VM), which runs of other jobs in
-    between would add to some of its figures and not others."""
+    sat idle for seconds, or whose neighbour ran in between, pays extra system time on its
+    next run here (seed000: up to ~0.9 s more per epoch, docs/busy.md), which runs of other
+    jobs in between would add to some of its figures and not others."""
     side()
     runs: dict[str, list[dict]] = {"quiet": [], "busy": []}
     for r in range(rounds):

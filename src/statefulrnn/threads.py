@@ -56,6 +56,9 @@ Python CPU loop; medians of 4-7 interleaved rounds, load 1.2-1.8 from this run a
   quiet); no thread count changes that.
 So the busy-machine ratio of issue 13 (>= 0.75x quiet) holds for calls on one thread (per-step
 training, one stream, 1,000 streams) and not for lane groups or stream blocks on 2 cores.
+What jobs with no synchronisation overhead keep of the best quiet speed beside the same busy
+loop: in our session 0.61-0.64 at 2 threads, 0.53-0.56 meeting every step, 0.71-0.74 at 4
+threads that never meet; in another session ~0.5 (docs/busy.md, bench_busy_ceiling.py).
 
 Why (2-core AMD EPYC, torch 2.13 CPU; seed-000 shape: LSTM(64), 400 lanes, chunks of 500
 steps, forward + backward of one chunk, interleaved repeats, medians, machine shared with other
