@@ -695,18 +695,25 @@ def test_a_shared_sqlite_store_and_a_lone_writer_refuse_each_other(tmp_path):
     alone.close()
 
 
-def test_serve_workers_refuses_what_it_cannot_share(tmp_path, capsys):
+def test_serve_workers_refuses_what_it_cannot_share(tmp_path, capfd):
     from statefulrnn.cli import main
+    from statefulrnn.streams.durable import store_meta
 
     make_model().save(tmp_path / "model")
     model = str(tmp_path / "model")
     assert main(["serve", model, "--workers", "2"]) == 2
-    assert "give --state FILE or --redis URL" in capsys.readouterr().err
+    assert "give --state FILE or --redis URL" in capfd.readouterr().err
     db = str(tmp_path / "s.db")
     assert main(["serve", model, "--workers", "2", "--state", db, "--server", "granian"]) == 2
-    assert "only uvicorn" in capsys.readouterr().err
+    assert "only uvicorn" in capfd.readouterr().err
     assert main(["serve", model, "--workers", "0", "--state", db]) == 2
-    assert "--workers must be >= 1" in capsys.readouterr().err
+    assert "--workers must be >= 1" in capfd.readouterr().err
+    other = SQLiteStore(db)  # a store of another model: worker 0 refuses it, once
+    other.open(store_meta(make_model(seed=1)))
+    other.close()
+    assert main(["serve", model, "--workers", "2", "--state", db, "--port", "0"]) == 2
+    err = capfd.readouterr().err
+    assert err.count("a state means nothing to other weights") == 1
 
 
 def wait_port_closed(port: int, timeout: float = 20) -> None:
