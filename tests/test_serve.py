@@ -732,7 +732,8 @@ def wait_port_closed(port: int, timeout: float = 20) -> None:
 def test_serve_workers_share_streams_survive_kill_9_and_stop_cleanly(tmp_path, store, request):
     """`serve --workers 2`: every request on a new connection (the kernel spreads them over
     both workers: the pids /healthz reports prove both answered), each stream's outputs equal
-    stateful prediction; a worker killed -9 is replaced; kill -9 of the supervisor takes the
+    stateful prediction; a worker killed -9 is replaced, and /metrics from any worker counts
+    the steps of all (the dead one's too); kill -9 of the supervisor takes the
     workers with it (the port goes dead), and a new `serve --workers 2` on the same store
     continues every stream; SIGTERM stops supervisor and workers with status 0."""
     import httpx
@@ -774,6 +775,10 @@ def test_serve_workers_share_streams_survive_kill_9_and_stop_cleanly(tmp_path, s
         while len(workers_of(proc.pid) - first) < 1 and time.monotonic() < deadline:
             time.sleep(0.1)
         assert len(workers_of(proc.pid)) == 2 and min(first) not in workers_of(proc.pid)
+        for _ in range(4):  # whichever worker answers counts every worker's steps, the
+            text = httpx.get(f"http://127.0.0.1:{port}/metrics").text  # dead one's too
+            assert metric(text, "statefulrnn_steps_total") == 18
+            assert metric(text, "statefulrnn_streams_known") == 3
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         wait_port_closed(port)  # no worker outlived the supervisor

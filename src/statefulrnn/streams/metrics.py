@@ -9,12 +9,22 @@ statefulrnn_streams_held                 gauge: stream states in memory
 statefulrnn_streams_known                gauge: streams in the store (a count the store keeps
                                          as it commits: a scrape never scans the store)
 statefulrnn_store_errors_total           state-store failures (each failed a micro-batch)
+
+Under `serve --workers N` (PROMETHEUS_MULTIPROC_DIR set by the supervisor, streams/workers.py)
+each worker writes its values to files there and any worker's /metrics answers for all of
+them (prometheus_client's multiprocess mode): counters and histograms are summed over every
+worker that ran, streams held over the live ones, streams known is the latest count. Without
+it, a scrape would see the counters of whichever worker took the connection.
 """
 
 from __future__ import annotations
 
+import os
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's own name
 
 LATENCY = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
@@ -40,9 +50,28 @@ class Metrics:
             registry=r,
         )
         self.store_errors = Counter("statefulrnn_store_errors", "State store failures", registry=r)
-        held = Gauge("statefulrnn_streams_held", "Stream states in memory", registry=r)
-        held.set_function(lambda: service.held)
-        self._known = Gauge("statefulrnn_streams_known", "Streams in the store", registry=r)
+        shared = bool(os.environ.get(MULTIPROCESS_ENV))
+        self._held = Gauge(
+            "statefulrnn_streams_held",
+            "Stream states in memory",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        if not shared:
+            self._held.set_function(lambda: service.held)
+        self._known = Gauge(
+            "statefulrnn_streams_known",
+            "Streams in the store",
+            registry=r,
+            multiprocess_mode="mostrecent",
+        )
+        self._scraped = r
+        if shared:  # a scrape reads every worker's files, not this registry
+            from prometheus_client import multiprocess
+
+            self._scraped = CollectorRegistry()
+            multiprocess.MultiProcessCollector(self._scraped)
+        self._shared = shared
         self._service = service
         self._ok = self.requests.labels("200")
         self._by_status: dict = {}
@@ -65,6 +94,8 @@ class Metrics:
             self._ok.inc(ok)
         if steps:
             self.applied.inc(steps)
+        if self._shared:  # other workers read it from the file: kept current per batch
+            self._held.set(self._service.held)
 
     def waited(self, seconds: float) -> None:
         """One request's time from queueing to answer."""
@@ -84,4 +115,4 @@ class Metrics:
             self._known.set(len(self._service))
         except Exception:  # the store is down: the error counter says so
             self._known.set(float("nan"))
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        return generate_latest(self._scraped), CONTENT_TYPE_LATEST
