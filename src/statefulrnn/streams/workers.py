@@ -31,14 +31,18 @@ import ctypes
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
+
+from statefulrnn.streams.metrics import MULTIPROCESS_ENV
 
 log = logging.getLogger("statefulrnn.serve")
 
@@ -105,16 +109,19 @@ class Worker:
             self.go = None
 
 
-def start_worker(index: int, args: dict[str, Any], *, hold: bool) -> Worker:
+def start_worker(index: int, args: dict[str, Any], *, hold: bool, metrics: str) -> Worker:
     """Worker `index` with the serve options `args` (JSON-able; its port is the supervisor's).
-    `hold`: it waits for `release()` before it listens."""
+    `hold`: it waits for `release()` before it listens. `metrics`: the folder where the
+    workers keep their Prometheus values (streams/metrics.py)."""
     ready_r, ready_w = os.pipe()
     go_r, go_w = os.pipe() if hold else (None, None)
     spec = {"ready": ready_w, "go": go_r, "index": index, "parent": os.getpid(), "args": args}
     passed = [fd for fd in (ready_w, go_r) if fd is not None]
     try:
         proc = subprocess.Popen(
-            worker_command(), pass_fds=passed, env={**os.environ, ENV: json.dumps(spec)}
+            worker_command(),
+            pass_fds=passed,
+            env={**os.environ, ENV: json.dumps(spec), MULTIPROCESS_ENV: metrics},
         )
     finally:
         for fd in passed:
@@ -141,11 +148,12 @@ def supervise(port_holder: socket.socket, workers: int, args: dict[str, Any]) ->
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     started: list[Worker] = []
+    metrics = tempfile.mkdtemp(prefix="statefulrnn-metrics-")
     try:
-        started.append(start_worker(0, args, hold=True))
+        started.append(start_worker(0, args, hold=True, metrics=metrics))
         if not started[0].wait_ready():
             return 2
-        started += [start_worker(k, args, hold=True) for k in range(1, workers)]
+        started += [start_worker(k, args, hold=True, metrics=metrics) for k in range(1, workers)]
         if not all(w.wait_ready() for w in started):
             return 2
         for w in started:
@@ -174,7 +182,8 @@ def supervise(port_holder: socket.socket, workers: int, args: dict[str, Any]) ->
                 log.warning(
                     "worker crashed; restarting", extra={"fields": {"worker": k, "status": rc}}
                 )
-                started[k] = start_worker(k, args, hold=False)
+                forget_metrics(metrics, w.proc.pid)
+                started[k] = start_worker(k, args, hold=False, metrics=metrics)
         return 0
     finally:
         for w in started:
@@ -183,6 +192,14 @@ def supervise(port_holder: socket.socket, workers: int, args: dict[str, Any]) ->
         for s, handler in previous.items():
             signal.signal(s, handler)
         port_holder.close()
+        shutil.rmtree(metrics, ignore_errors=True)
+
+
+def forget_metrics(folder: str, pid: int) -> None:
+    """A dead worker's live gauges (streams held) leave the sums; its counters stay."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(pid, folder)
 
 
 def stop(procs: list[subprocess.Popen]) -> None:
