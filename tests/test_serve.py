@@ -716,6 +716,21 @@ def test_serve_workers_refuses_what_it_cannot_share(tmp_path, capfd):
     assert err.count("a state means nothing to other weights") == 1
 
 
+def test_metrics_folders_of_dead_supervisors_are_removed(tmp_path):
+    from statefulrnn.streams.workers import METRICS_PREFIX, metrics_folder
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # a pid that no longer runs
+    stale = tmp_path / f"{METRICS_PREFIX}{dead.pid}-abc"
+    alive = tmp_path / f"{METRICS_PREFIX}{os.getpid()}-def"
+    other = tmp_path / "statefulrnn-metrics-notes"
+    for folder in (stale, alive, other):
+        folder.mkdir()
+    new = Path(metrics_folder(str(tmp_path)))
+    assert new.name.startswith(f"{METRICS_PREFIX}{os.getpid()}-") and new.is_dir()
+    assert not stale.exists() and alive.exists() and other.exists()
+
+
 def wait_port_closed(port: int, timeout: float = 20) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

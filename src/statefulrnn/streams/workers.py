@@ -148,7 +148,7 @@ def supervise(port_holder: socket.socket, workers: int, args: dict[str, Any]) ->
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     started: list[Worker] = []
-    metrics = tempfile.mkdtemp(prefix="statefulrnn-metrics-")
+    metrics = metrics_folder()
     try:
         started.append(start_worker(0, args, hold=True, metrics=metrics))
         if not started[0].wait_ready():
@@ -193,6 +193,25 @@ def supervise(port_holder: socket.socket, workers: int, args: dict[str, Any]) ->
             signal.signal(s, handler)
         port_holder.close()
         shutil.rmtree(metrics, ignore_errors=True)
+
+
+METRICS_PREFIX = "statefulrnn-metrics-"
+
+
+def metrics_folder(parent: str | None = None) -> str:
+    """A new folder for the workers' Prometheus values, named by this supervisor's pid; the
+    folders of supervisors that died without removing theirs (kill -9) are removed first."""
+    parent = parent or tempfile.gettempdir()
+    for entry in os.scandir(parent):
+        pid = entry.name[len(METRICS_PREFIX) :].split("-", 1)[0]
+        if entry.name.startswith(METRICS_PREFIX) and entry.is_dir() and pid.isdigit():
+            try:
+                os.kill(int(pid), 0)
+            except ProcessLookupError:
+                shutil.rmtree(entry.path, ignore_errors=True)
+            except PermissionError:  # alive, someone else's
+                pass
+    return tempfile.mkdtemp(prefix=f"{METRICS_PREFIX}{os.getpid()}-", dir=parent)
 
 
 def forget_metrics(folder: str, pid: int) -> None:
