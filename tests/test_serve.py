@@ -789,7 +789,13 @@ def test_serve_workers_share_streams_survive_kill_9_and_stop_cleanly(tmp_path, s
         deadline = time.monotonic() + 60
         while len(workers_of(proc.pid) - first) < 1 and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert len(workers_of(proc.pid)) == 2 and min(first) not in workers_of(proc.pid)
+        now = workers_of(proc.pid)
+        assert len(now) == 2 and min(first) not in now
+        (new,) = now - first
+        answered: set[int] = set()  # the replacement serves (new connections reach both)
+        while new not in answered and time.monotonic() < deadline:
+            answered.add(httpx.get(f"http://127.0.0.1:{port}/healthz").json()["pid"])
+        assert new in answered and workers_of(proc.pid) == now  # and it stays up
         for _ in range(4):  # whichever worker answers counts every worker's steps, the
             text = httpx.get(f"http://127.0.0.1:{port}/metrics").text  # dead one's too
             assert metric(text, "statefulrnn_steps_total") == 18

@@ -46,7 +46,7 @@ from statefulrnn.streams.metrics import MULTIPROCESS_ENV
 
 log = logging.getLogger("statefulrnn.serve")
 
-ENV = "STATEFULRNN_SERVE_WORKER"  # JSON: {"fd", "index", "parent", "args"} for a worker
+ENV = "STATEFULRNN_SERVE_WORKER"  # JSON: {"ready", "go", "index", "parent", "args"}
 LISTEN_BACKLOG = 2048
 STOP_TIMEOUT_S = 30.0
 MAX_RESTARTS = 5
@@ -111,9 +111,10 @@ class Worker:
 
 def start_worker(index: int, args: dict[str, Any], *, hold: bool, metrics: str) -> Worker:
     """Worker `index` with the serve options `args` (JSON-able; its port is the supervisor's).
-    `hold`: it waits for `release()` before it listens. `metrics`: the folder where the
-    workers keep their Prometheus values (streams/metrics.py)."""
-    ready_r, ready_w = os.pipe()
+    `hold`: it reports when ready and waits for `release()` before it listens (a restarted
+    worker does neither). `metrics`: the folder where the workers keep their Prometheus values
+    (streams/metrics.py)."""
+    ready_r, ready_w = os.pipe() if hold else (None, None)
     go_r, go_w = os.pipe() if hold else (None, None)
     spec = {"ready": ready_w, "go": go_r, "index": index, "parent": os.getpid(), "args": args}
     passed = [fd for fd in (ready_w, go_r) if fd is not None]
@@ -126,11 +127,7 @@ def start_worker(index: int, args: dict[str, Any], *, hold: bool, metrics: str) 
     finally:
         for fd in passed:
             os.close(fd)
-    worker = Worker(proc, ready_r, go_w)
-    if not hold:
-        os.close(ready_r)
-        worker.ready = None
-    return worker
+    return Worker(proc, ready_r, go_w)
 
 
 def supervise(port_holder: socket.socket, workers: int, args: dict[str, Any]) -> int:
@@ -253,13 +250,15 @@ def worker_setup() -> dict[str, Any] | None:
 
 def worker_ready(info: dict[str, Any]) -> None:
     """In a worker whose model and store are open: tell the supervisor, and wait until it says
-    to listen (it releases every worker at once). Exits if the supervisor is gone."""
-    try:
-        os.write(info["ready"], b"1")
-    except BrokenPipeError:
-        os._exit(1)
-    finally:
-        os.close(info["ready"])
+    to listen (it releases every worker at once); a restarted worker has no pipes and goes on.
+    Exits if the supervisor is gone."""
+    if info["ready"] is not None:
+        try:
+            os.write(info["ready"], b"1")
+        except BrokenPipeError:  # the supervisor died
+            os._exit(1)
+        finally:
+            os.close(info["ready"])
     if info["go"] is not None:
         go = os.read(info["go"], 1)
         os.close(info["go"])
